@@ -1,0 +1,9 @@
+"""Shared pytest set-up: import paths for the driver package and the simulator."""
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DRIVER_DIR = os.path.join(ROOT, 'package', 'opt', 'pzem')
+for path in (ROOT, DRIVER_DIR, os.path.join(ROOT, 'tests')):
+    if path not in sys.path:
+        sys.path.insert(0, path)
