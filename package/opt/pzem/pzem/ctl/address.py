@@ -1,0 +1,93 @@
+"""set-address: give a meter a new Modbus address (holding register 0x0002) and prove it took.
+
+The meter answers the write with an echo from its old address; the new address may need a
+moment, so the check at the new address is retried (reference/pzem-protocol.md 2.7).
+"""
+import os
+import time
+
+from .. import meter_map, modbus, roles
+from . import holding
+from .console import Failure, say
+from .readings import identify
+from .scan import GENERAL_ADDRESS, single_meter
+
+
+def set_address(port, args):
+    new = args.new
+    if args.source is None:
+        old = single_meter(port)
+        target = GENERAL_ADDRESS
+    else:
+        old = target = args.source
+    with port.bus() as bus:
+        model, _ = identify(bus, target)
+        if old == new:
+            say('the %s already answers at address %d on %s: nothing to change' % (
+                model.name, new, port.name))
+            map_hint(port, args.config, model, old, new)
+            return
+        if answers(bus, new):
+            raise Failure('address %d is already in use on %s (a meter answers there): pick a free '
+                          'one ("pzemctl %s scan" lists the taken ones)' % (new, port.name, port.name))
+        try:
+            bus.write_register(target, holding.ADDRESS, new)
+        except (modbus.NoReply, modbus.BadFrame):
+            pass        # the echo got lost; the read-back at the new address decides
+        verify(bus, port.name, old, new)
+    say('the %s on %s now answers at address %d (was %d)' % (model.name, port.name, new, old))
+    map_hint(port, args.config, model, old, new)
+
+
+def answers(bus, address):
+    """True when anything (a reply, an exception, garbage) comes back from `address`."""
+    for _ in range(2):
+        try:
+            bus.read_input(address, 1)
+            return True
+        except (modbus.ExceptionReply, modbus.BadFrame):
+            return True
+        except modbus.NoReply:
+            continue
+    return False
+
+
+def verify(bus, port_name, old, new):
+    got = None
+    for attempt in range(holding.VERIFY_TRIES):
+        if attempt:
+            time.sleep(holding.VERIFY_PAUSE)
+        try:
+            got = bus.read_holding(new, holding.ADDRESS, 1)[0]
+        except (modbus.NoReply, modbus.BadFrame):
+            continue
+        if got == new:
+            break
+    else:
+        raise Failure('the meter did not come up at address %d (%s); it may still be at '
+                      'address %d: try "pzemctl %s info %d"' % (
+                          new, 'no reply there' if got is None else 'register reads %d' % got,
+                          old, port_name, old))
+    if answers(bus, old):
+        raise Failure('a meter still answers at the old address %d as well as at %d: two meters '
+                      'shared address %d?' % (old, new, old))
+
+
+def map_hint(port, config, model, old, new):
+    """Tell what the map needs: rename the old section, or add one for the new address."""
+    section = None
+    if os.path.isfile(config):
+        try:
+            section = next((c.section for c in meter_map.load(config).meters_for(port.name)
+                            if c.address == old), None)
+        except Exception:       # a broken map: the plain snippet below is still right
+            section = None
+    if section and old != new:
+        head, colon, _ = section.rpartition(':')
+        say('In the map (%s), rename section [%s] to [%s%s%d].' % (
+            config, section, head, colon, new))
+        return
+    family_roles = roles.FAMILY_ROLES[model.family]
+    say('Put it in the map (%s):' % config)
+    say('[%d]' % new)
+    say('role = %s    # %s' % (family_roles[0], ' | '.join(family_roles)))

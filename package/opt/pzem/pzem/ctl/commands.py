@@ -1,0 +1,162 @@
+"""The commands that read a meter or change one of its settings: scan, info, reset-energy,
+set-alarm, set-range. Each changes nothing before it has found and identified the meter, and
+counts as done only once the meter reads back what was asked."""
+import time
+
+from .. import modbus
+from . import holding
+from .console import Failure, UsageError, confirm, note, say
+from .readings import identify, one_line, read_values, block
+from .scan import GENERAL_ADDRESS, single_meter, sweep
+
+ENERGY_AFTER_RESET_KWH = 0.001  # a loaded meter may count one Wh between the reset and the check
+
+
+def scan(port, args):
+    result = sweep(port)
+    if not result.answering:
+        raise Failure('no meter answers on %s at any address 1..247 (%.1f s): check the wiring '
+                      '(A/B), the meters\' power and the stop bits' % (port.name, result.seconds))
+    with port.bus() as bus:
+        for address in result.answering:
+            if address in result.garbled:
+                say('%3d  ?         garbled replies: two meters at this address, or bad wiring'
+                    % address)
+                continue
+            try:
+                model, values = identify(bus, address)
+            except modbus.PortGone:
+                raise
+            except modbus.ModbusError as e:
+                say('%3d  ?         answers, but could not be read: %s' % (address, e))
+                continue
+            say('%3d  %-8s  %s' % (address, model.name, one_line(model, values)))
+    say('%d meter(s) on %s; addresses 1..247 scanned in %.1f s' % (
+        len(result.answering), port.name, result.seconds))
+
+
+def info(port, args):
+    target = args.address
+    if target is None:
+        single_meter(port)
+        target = GENERAL_ADDRESS
+    with port.bus() as bus:
+        try:
+            model, values = identify(bus, target)
+            settings = holding.read_settings(bus, target, model)
+        except (modbus.NoReply, modbus.BadFrame) as e:
+            if target != GENERAL_ADDRESS:
+                raise
+            raise Failure('the meter did not answer properly at the general address 0xF8 (%s): '
+                          'find its address with "pzemctl %s scan" and give it' % (e, port.name))
+    via = ' (asked at the general address 0xF8)' if target == GENERAL_ADDRESS else ''
+    say('%s (%s) at address %d on %s%s' % (model.name, model.family.upper(), settings['address'],
+                                          port.name, via))
+    for line in holding.settings_lines(model, settings) + block(model, values):
+        say(line)
+
+
+def reset_energy(port, args):
+    address = args.address
+    with port.bus() as bus:
+        model, values = identify(bus, address)
+        if not confirm('reset the energy counter of the %s at address %d on %s (now %.3f kWh)' % (
+                model.name, address, port.name, values['energy']), args.yes):
+            raise Failure('cancelled: nothing was written to the meter')
+        try:
+            bus.reset_energy(address)
+        except (modbus.NoReply, modbus.BadFrame):
+            pass        # the echo got lost; the read-back decides
+        energy = None
+        for attempt in range(holding.VERIFY_TRIES):
+            if attempt:
+                time.sleep(holding.VERIFY_PAUSE)
+            try:
+                energy = read_values(bus, address, model)['energy']
+            except (modbus.NoReply, modbus.BadFrame):
+                continue
+            if energy <= ENERGY_AFTER_RESET_KWH:
+                say('energy counter of the %s at address %d reset: now %.3f kWh (was %.3f kWh)'
+                    % (model.name, address, energy, values['energy']))
+                return
+        raise Failure('the energy counter of the meter at address %d did not reset: it reads %s'
+                      % (address, 'nothing' if energy is None else '%.3f kWh' % energy))
+
+
+def set_alarm(port, args):
+    address = args.address
+    with port.bus() as bus:
+        model, _ = identify(bus, address)
+        before = holding.read_settings(bus, address, model)
+        writes = alarm_writes(model, address, before, args)
+        changes = ', '.join('%s %s (now %s)' % (what, shown, old) for _, _, what, shown, old
+                            in writes)
+        if not confirm('set the %s of the %s at address %d on %s' % (
+                changes, model.name, address, port.name), args.yes):
+            raise Failure('cancelled: nothing was written to the meter')
+        for register, value, what, _, _ in writes:
+            holding.write_verified(bus, address, register, value, what)
+        after = holding.read_settings(bus, address, model)
+    say('alarm thresholds of the %s at address %d on %s:' % (model.name, address, port.name))
+    for line in holding.settings_lines(model, after):
+        say(line)
+
+
+def alarm_writes(model, address, before, args):
+    """[(register, raw value, what, new text, old text)] for set-alarm; UsageError on bad values."""
+    if model.family == 'ac':
+        if args.high is not None or args.low is not None:
+            raise UsageError('--high and --low are for a PZEM-017 (DC); the meter at address %d '
+                             'is a %s: use --power W' % (address, model.name))
+        if args.power is None:
+            raise UsageError('give the power alarm threshold: --power W')
+        low, high = holding.POWER_ALARM_WATTS
+        if not low <= args.power <= high:
+            raise UsageError('power alarm %g W is out of range %d..%d W' % (args.power, low, high))
+        watts = int(round(args.power))
+        return [(holding.AC_POWER_ALARM, watts, 'power alarm', '%d W' % watts,
+                 '%d W' % before['power_alarm'])]
+    if args.power is not None:
+        raise UsageError('--power is for a PZEM-016 (AC); the meter at address %d is a %s: use '
+                         '--high V and/or --low V' % (address, model.name))
+    if args.high is None and args.low is None:
+        raise UsageError('give the voltage alarm thresholds: --high V and/or --low V')
+    high = before['high_alarm'] if args.high is None else args.high
+    low = before['low_alarm'] if args.low is None else args.low
+    for name, value, limits in (('high-voltage', args.high, holding.HIGH_ALARM_VOLTS),
+                                ('low-voltage', args.low, holding.LOW_ALARM_VOLTS)):
+        if value is not None and not limits[0] <= value <= limits[1]:
+            raise UsageError('%s alarm %g V is out of range %g..%g V' % (
+                name, value, limits[0], limits[1]))
+    if low >= high:
+        raise UsageError('the high-voltage alarm (%.2f V) must be above the low-voltage alarm '
+                         '(%.2f V)' % (high, low))
+    writes = []
+    if args.high is not None:
+        writes.append((holding.DC_HIGH_ALARM, int(round(high * 100)), 'high-voltage alarm',
+                       '%.2f V' % high, '%.2f V' % before['high_alarm']))
+    if args.low is not None:
+        writes.append((holding.DC_LOW_ALARM, int(round(low * 100)), 'low-voltage alarm',
+                       '%.2f V' % low, '%.2f V' % before['low_alarm']))
+    return writes
+
+
+def set_range(port, args):
+    address, amps = args.address, args.amps
+    with port.bus() as bus:
+        model, _ = identify(bus, address)
+        if model.family != 'dc':
+            raise Failure('the meter at address %d is a %s (AC): only a PZEM-017 has a shunt '
+                          'range' % (address, model.name))
+        before = holding.read_settings(bus, address, model)
+        if before['range'] is None:
+            raise Failure('the DC meter at address %d has no shunt range register (a PZEM-003 '
+                          'has a fixed 10 A shunt)' % address)
+        if not confirm('set the shunt range of the %s at address %d on %s to %d A (now %s A)' % (
+                model.name, address, port.name, amps, before['range']), args.yes):
+            raise Failure('cancelled: nothing was written to the meter')
+        holding.write_verified(bus, address, holding.DC_RANGE, holding.RANGE_CODES[amps],
+                               'shunt range')
+    say('shunt range of the %s at address %d on %s: %d A (was %s A)' % (
+        model.name, address, port.name, amps, before['range']))
+    note('the shunt must match: if the current reads wrong, power-cycle the meter')

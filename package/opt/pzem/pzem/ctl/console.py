@@ -1,0 +1,59 @@
+"""What pzemctl says: results on stdout, progress and failures on stderr, confirmation prompts."""
+import sys
+
+OK, FAILED, USAGE = 0, 1, 2
+
+
+class Failure(Exception):
+    """Ends the command: str() is one clear sentence for stderr, `code` the exit status."""
+    code = FAILED
+
+
+class UsageError(Failure):
+    code = USAGE
+
+
+def say(text=''):
+    sys.stdout.write(text + '\n')
+    sys.stdout.flush()
+
+
+def note(text):
+    """A side remark (progress, hints) on stderr, so stdout keeps only results."""
+    sys.stderr.write(text + '\n')
+    sys.stderr.flush()
+
+
+def confirm(question, yes):
+    """True when the user agrees; raises UsageError when nobody can be asked and --yes is missing."""
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        raise UsageError('refusing to %s without confirmation: stdin is not a terminal, so add --yes'
+                         % question)
+    sys.stderr.write('%s%s? [y/N] ' % (question[0].upper(), question[1:]))
+    sys.stderr.flush()
+    answer = sys.stdin.readline().strip().lower()
+    return answer in ('y', 'yes')
+
+
+class Progress(object):
+    """'scanning 37/247, 2 found': in place on a terminal, a line every `every` steps otherwise."""
+
+    def __init__(self, label, total, every=50):
+        self.label = label
+        self.total = total
+        self.every = every
+        self.tty = sys.stderr.isatty()
+
+    def step(self, done, found):
+        if self.tty:
+            sys.stderr.write('\r%s %d/%d, %d found ' % (self.label, done, self.total, found))
+        elif done % self.every == 0 or done == self.total:
+            sys.stderr.write('%s %d/%d, %d found\n' % (self.label, done, self.total, found))
+        sys.stderr.flush()
+
+    def done(self):
+        if self.tty:
+            sys.stderr.write('\r\x1b[K')
+            sys.stderr.flush()

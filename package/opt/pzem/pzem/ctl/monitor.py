@@ -1,0 +1,167 @@
+"""monitor: a live table of the meters on the port, refreshed in place on a terminal.
+
+The meters come from the map's sections for this port (a group with phases is one row with its
+totals, then a row per phase), or from a quick scan. Without a terminal, or with --count, each
+refresh is a plain snapshot.
+"""
+import os
+import sys
+import time
+
+from .. import meter_map, modbus, models, roles
+from .console import Failure, note, say
+from .readings import alarms_on
+from .scan import sweep
+
+COLUMNS = ('ADDR', 'METER', 'ROLE', 'NAME', 'VOLTAGE', 'CURRENT', 'POWER', 'ENERGY', 'FREQ',
+           'PF', 'ALARM')
+HOME, CLEAR_LINE, CLEAR_REST, CLEAR_SCREEN = '\x1b[H', '\x1b[K', '\x1b[J', '\x1b[2J'
+
+
+class Watched(object):
+    """One meter on the table; its model is detected at its first answer unless the map says it."""
+
+    def __init__(self, address, role=None, name=None, model=None, phase=None):
+        self.address = address
+        self.role = role
+        self.name = name or ''
+        self.model = models.MODELS.get(model) if model else None
+        self.phase = phase
+        self.values = None
+        self.error = None
+
+    def read(self, bus):
+        try:
+            if self.model is None:
+                self.model = models.detect(bus, self.address)
+            self.values = self.model.decode(bus.read_input(self.address, self.model.input_count))
+            self.error = None
+        except modbus.PortGone:
+            raise
+        except modbus.ModbusError as e:
+            self.values = None
+            self.error = short_error(e)
+
+
+class Group(object):
+    def __init__(self, name, phases, role=None, title=None):
+        self.name = name
+        self.phases = phases
+        self.role = role
+        self.title = title or ''
+
+
+def short_error(error):
+    if isinstance(error, modbus.NoReply):
+        return 'no reply'
+    if isinstance(error, modbus.BadFrame):
+        return 'bad reply'
+    if isinstance(error, modbus.ExceptionReply):
+        return 'exception %d' % error.code
+    return 'error'
+
+
+def watched_from_map(port, path):
+    """[Watched or Group] from the map's sections for this port ([] when there are none)."""
+    if not os.path.isfile(path):
+        return []
+    the_map = meter_map.load(path)
+    if the_map.problems:
+        note('the map %s has %d problem(s): "pzemctl check-config %s" lists them'
+             % (path, len(the_map.problems), path))
+    rows, groups = [], {}
+    for c in the_map.meters_for(port.name):
+        watched = Watched(c.address, c.role, c.name, getattr(c, 'model', None), c.phase)
+        if c.group:
+            if c.group not in groups:
+                groups[c.group] = Group(c.group, [], c.role, c.name)
+                rows.append(groups[c.group])
+            group = groups[c.group]
+            group.phases.append(watched)
+            group.role = group.role or c.role
+            group.title = group.title or c.name or ''
+        else:
+            rows.append(watched)
+    for group in groups.values():
+        group.phases.sort(key=lambda w: w.phase or '')
+    return rows
+
+
+def cells(w, addr=None, role=None, name=None):
+    """The table cells of one meter (or one phase of a group)."""
+    model = w.model
+    role = role if role is not None else (w.role or (roles.DEFAULT_ROLE[model.family]
+                                                     if model else ''))
+    head = [addr or str(w.address), model.name if model else '?', role,
+            w.name if name is None else name]
+    if w.values is None:
+        return head + [w.error or 'not read yet'] + [''] * 6
+    v = w.values
+    texts = dict((f.name, f.text.format(v[f.name])) for f in model.fields if f.divisor)
+    alarms = [a.replace(' alarm', '') for a in alarms_on(model, v)]
+    return head + [texts['voltage'], texts['current'], texts['power'], texts['energy'],
+                   texts.get('frequency', ''), texts.get('power_factor', ''),
+                   ','.join(alarms) or '-']
+
+
+def group_rows(group):
+    phases = group.phases
+    complete = all(w.values is not None for w in phases)
+    model = next((w.model for w in phases if w.model), models.AC)
+    head = [','.join(str(w.address) for w in phases), '%s %d-phase' % (model.name, len(phases)),
+            group.role or roles.DEFAULT_ROLE[model.family], group.title or group.name]
+    if complete:
+        power = sum(w.values['power'] for w in phases)
+        energy = sum(w.values['energy'] for w in phases)
+        total = ['', '', '%.1f W' % power, '%.3f kWh' % energy, '', '', '']
+    else:
+        missing = [w.phase or str(w.address) for w in phases if w.values is None]
+        total = ['%s missing' % ','.join(missing), '', '', '', '', '', '']
+    rows = [head + total]
+    for w in phases:
+        rows.append(cells(w, addr='  %s %d' % (w.phase or '?', w.address), role='', name=''))
+    return rows
+
+
+def table(watched):
+    rows = [list(COLUMNS)]
+    for w in watched:
+        rows += group_rows(w) if isinstance(w, Group) else [cells(w)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    return ['  '.join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in rows]
+
+
+def monitor(port, args):
+    watched = [] if args.scan else watched_from_map(port, args.config)
+    if not watched:
+        if not args.scan:
+            note('no meters for %s in the map %s: scanning' % (port.name, args.config))
+        found = sweep(port).answering
+        if not found:
+            raise Failure('no meter answers on %s at any address 1..247' % port.name)
+        watched = [Watched(a) for a in found]
+    live = sys.stdout.isatty() and args.count is None
+    if live:
+        sys.stdout.write(CLEAR_SCREEN)
+    shown = 0
+    with port.bus() as bus:
+        try:
+            while True:
+                started = time.monotonic()
+                for w in watched:
+                    for meter in (w.phases if isinstance(w, Group) else [w]):
+                        meter.read(bus)
+                shown += 1
+                title = '%s  %s  refresh %d' % (port.name, time.strftime('%H:%M:%S'), shown)
+                lines = [title, ''] + table(watched)
+                if live:
+                    sys.stdout.write(HOME + ''.join(l + CLEAR_LINE + '\n' for l in lines)
+                                     + CLEAR_REST)
+                    sys.stdout.flush()
+                else:
+                    say('\n'.join(lines) + '\n')
+                if args.count is not None and shown >= args.count:
+                    return
+                time.sleep(max(0.0, args.interval - (time.monotonic() - started)))
+        except KeyboardInterrupt:
+            return

@@ -1,0 +1,53 @@
+"""Reading a meter's live values (with one retry) and showing them, from the model tables."""
+from .. import models, modbus
+
+LABELS = {'power_factor': 'PF {}', 'alarm': 'power alarm',
+          'high_voltage_alarm': 'high-voltage alarm', 'low_voltage_alarm': 'low-voltage alarm'}
+
+
+def twice(read):
+    """read() again once after a lost or garbled reply: one miss on RS-485 is not a failure."""
+    try:
+        return read()
+    except (modbus.NoReply, modbus.BadFrame):
+        return read()
+
+
+def identify(bus, address):
+    """(model, values) of the meter at `address`; raises modbus.ModbusError."""
+    model = twice(lambda: models.detect(bus, address))
+    return model, read_values(bus, address, model)
+
+
+def read_values(bus, address, model):
+    return model.decode(twice(lambda: bus.read_input(address, model.input_count)))
+
+
+def alarms_on(model, values):
+    return [LABELS[f.name] for f in model.fields
+            if f.divisor is None and values[f.name] == models.ALARM_ON]
+
+
+def one_line(model, values):
+    """'230.1 V  1.234 A  283.4 W  12.345 kWh  50.0 Hz  PF 0.99' plus any alarm that is on."""
+    parts = []
+    for f in model.fields:
+        if f.divisor is None:
+            continue
+        text = f.text.format(values[f.name])
+        parts.append(LABELS[f.name].format(text) if f.name in LABELS else text)
+    return '  '.join(parts + [a.upper() for a in alarms_on(model, values)])
+
+
+def block(model, values, indent='  '):
+    """One 'name  value' line per field, for `info`."""
+    lines = []
+    for f in model.fields:
+        v = values[f.name]
+        if f.divisor is None:
+            text = 'ON' if v == models.ALARM_ON else 'off'
+        else:
+            text = f.text.format(v)
+        lines.append('%s%-20s %s' % (indent, LABELS.get(f.name, f.name).replace(' {}', '')
+                                     .replace('_', ' '), text))
+    return lines

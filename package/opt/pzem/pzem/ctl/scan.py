@@ -1,0 +1,72 @@
+"""Finding the meters on a port: a quick pass over addresses 1..247, and the one-meter check.
+
+The pass asks each address for one input register with a short timeout, so a full scan takes
+about 247 x SCAN_TIMEOUT; what answers is then identified and read with the normal timeout.
+"""
+import time
+
+from .. import modbus
+from .console import Failure, Progress
+
+ADDRESSES = range(1, 248)
+GENERAL_ADDRESS = 0xF8  # answers only when a single meter is on the bus (pzem-protocol.md 2.1)
+
+
+class Sweep(object):
+    """What a quick pass found: `found` addresses that answered, `garbled` ones (collisions?)."""
+
+    def __init__(self):
+        self.found = []
+        self.garbled = []
+        self.seconds = 0.0
+
+    @property
+    def answering(self):
+        return sorted(self.found + self.garbled)
+
+
+def sweep(port, addresses=ADDRESSES, stop_after=None):
+    """Ask every address once (short timeout), with progress on stderr; stop at `stop_after` found."""
+    result = Sweep()
+    started = time.monotonic()
+    addresses = list(addresses)
+    progress = Progress('scanning %s' % port.name, len(addresses))
+    with port.bus(scanning=True) as bus:
+        try:
+            for done, address in enumerate(addresses, 1):
+                try:
+                    bus.read_input(address, 1)
+                    result.found.append(address)
+                except modbus.ExceptionReply:
+                    result.found.append(address)    # a meter that refuses the read is still there
+                except modbus.BadFrame:
+                    result.garbled.append(address)
+                except modbus.NoReply:
+                    pass
+                progress.step(done, len(result.answering))
+                if stop_after and len(result.answering) >= stop_after:
+                    break
+        finally:
+            progress.done()
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def single_meter(port):
+    """The address of the only meter on the port; Failure when there is none or more than one.
+
+    0xF8 reaches every meter at once, so it may be used only when a scan finds just one.
+    """
+    result = sweep(port, stop_after=2)
+    if result.garbled:
+        raise Failure('garbled replies from address %s on %s: two meters share that address, or '
+                      'the wiring is bad; connect one meter only' % (
+                          ', '.join(map(str, result.garbled)), port.name))
+    if len(result.found) > 1:
+        raise Failure('more than one meter answers on %s (addresses %s, ...): the general address '
+                      '0xF8 would reach all of them; give the address, or connect one meter only'
+                      % (port.name, ', '.join(map(str, result.found))))
+    if not result.found:
+        raise Failure('no meter answers on %s at any address 1..247: check the wiring (A/B), '
+                      'the meter\'s power and the stop bits' % port.name)
+    return result.found[0]

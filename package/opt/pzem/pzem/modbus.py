@@ -1,0 +1,436 @@
+"""The one door to the serial port: Modbus-RTU requests to PZEM meters.
+
+Only this module imports pymodbus and pyserial. pymodbus (2.3.0 or 2.5.3 on Venus OS,
+3.x up to 3.16 elsewhere) builds, sends and reads the register requests; the bytes that
+came back are then judged here, so what counts as a good reply is the same whatever the
+pymodbus version. Two requests go out as raw frames on the same port instead: reset energy
+(function 0x42, unknown to pymodbus) and anything sent to the general address 0xF8, whose
+reply carries the meter's own address, which pymodbus would throw away.
+
+A Bus serves one port from one thread. Nothing is retried here: the caller decides.
+"""
+
+import errno
+import inspect
+import logging
+import os
+import struct
+import termios
+import time
+from functools import lru_cache
+
+import serial
+from pymodbus.exceptions import ModbusException, ModbusIOException
+
+try:
+    from pymodbus.client import ModbusSerialClient as _PymodbusClient       # 3.x
+except ImportError:
+    from pymodbus.client.sync import ModbusSerialClient as _PymodbusClient  # 2.x
+
+READ_HOLDING, READ_INPUT, WRITE_REGISTER, RESET_ENERGY = 0x03, 0x04, 0x06, 0x42
+GENERAL_ADDRESS = 0xF8
+
+EXCEPTION_MEANINGS = {1: 'illegal function', 2: 'illegal data address',
+                      3: 'illegal data value', 4: 'slave device failure'}
+_EXCEPTION_ADVICE = {1: 'the meter does not support this request',
+                     2: 'that register does not exist on this meter model',
+                     3: 'the meter does not accept that value',
+                     4: 'the meter reported an internal failure; power-cycle it if this persists'}
+
+
+class ModbusError(Exception):
+    """Base of every failure below; str() is one sentence a person on the GX can act on."""
+
+
+class NoReply(ModbusError):
+    """Nothing (valid) came back before the timeout."""
+
+
+class BadFrame(ModbusError):
+    """A reply came but cannot be used: CRC error, truncated, wrong address, function or length."""
+
+
+class ExceptionReply(ModbusError):
+    """The meter answered with a Modbus exception; .code and .meaning say which."""
+
+    def __init__(self, code, message=None):
+        self.code = code
+        self.meaning = EXCEPTION_MEANINGS.get(code, 'unknown exception')
+        ModbusError.__init__(self, message or 'The meter refused the request with exception %d (%s).'
+                             % (code, self.meaning))
+
+
+class PortGone(ModbusError):
+    """The serial device vanished or cannot be opened."""
+
+
+# -- pymodbus 2.x / 3.x differences, settled once -----------------------------------------
+
+def _pymodbus_options():
+    """Constructor keywords for an RTU client with no retries, and the name of the
+    keyword that addresses a meter in request calls (unit, slave or device_id)."""
+    requests = inspect.signature(_PymodbusClient.read_input_registers).parameters
+    address_keyword = next((k for k in ('device_id', 'slave') if k in requests), 'unit')
+    if 'framer' not in inspect.signature(_PymodbusClient.__init__).parameters:
+        # 2.x: reset_socket=False (2.5.3) stops it closing the port after a timeout
+        return {'method': 'rtu', 'retries': 0, 'retry_on_empty': False,
+                'retry_on_invalid': False, 'reset_socket': False}, address_keyword
+    try:
+        from pymodbus.framer import FramerType as framer          # 3.7 and later
+    except ImportError:
+        try:
+            from pymodbus.framer import Framer as framer          # 3.1 to 3.6
+        except ImportError:
+            return {'retries': 0}, address_keyword                  # 3.0: RTU is the default
+    return {'framer': framer.RTU, 'retries': 0}, address_keyword
+
+
+_CLIENT_OPTIONS, _ADDRESS_KEYWORD = _pymodbus_options()
+
+# pymodbus logs each failed request itself (3.x at ERROR level). The Bus raises one clear
+# exception instead, so those lines would only double every message in the driver's log.
+logging.getLogger('pymodbus').setLevel(logging.CRITICAL)
+
+# What pymodbus may raise for a failed request (3.x raises where 2.x returns an error object).
+# Either way the bytes received decide what went wrong.
+_PYMODBUS_FAILURES = (ModbusException, OSError, termios.error, struct.error, IndexError)
+
+
+class _Client(_PymodbusClient):
+    """pymodbus's serial client, working on the port the Bus opened. It keeps the bytes
+    received for the Bus to judge, and any error the port raised."""
+
+    received = b''
+    expected = 0            # size of a good reply, for pymodbus 3.7+ (below)
+    port_error = None
+    echo_error = None
+    local_echo = False
+
+    def connect(self):
+        return self.socket is not None      # the Bus opens the port; pymodbus must not reopen it
+
+    def close(self):
+        pass                                # pymodbus 2.3.0 closes the port after each timeout
+
+    def send(self, request, *args, **kwargs):
+        try:
+            size = super().send(request, *args, **kwargs)
+            echo = self.socket.read(len(request)) if self.local_echo else request
+        except Exception as error:          # 3.x turns OSError into ConnectionException
+            self.port_error = error
+            raise
+        if echo != request:
+            self.echo_error = echo
+            raise ModbusIOException('wrong local echo')
+        return size
+
+    def recv(self, size):
+        # pymodbus 2.x and 3.0-3.6 ask for a size. 3.7+ ask for "what has come" (None) and
+        # poll for it in 4-character sleeps until the full timeout, also after a broken
+        # frame. Reading the expected reply at once, then reporting silence, gives every
+        # version the same timing.
+        try:
+            if size is None:
+                data = _read_reply(self.socket, self.expected) if self.expected else b''
+                self.expected = 0
+            else:
+                data = self.socket.read(size)
+        except Exception as error:
+            self.port_error = error
+            raise
+        self.received += data
+        return data
+
+
+def _read_reply(port, size):
+    """A reply of `size` bytes, or 5 when the second byte marks an exception; fewer when
+    the timeout ends it first."""
+    head = port.read(2)
+    if len(head) < 2:
+        return head
+    return head + port.read((5 if head[1] & 0x80 else size) - 2)
+
+
+# -- frames -------------------------------------------------------------------------------
+
+def _crc_table():
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+        table.append(crc)
+    return table
+
+
+_CRC_TABLE = _crc_table()
+
+
+def crc16(data):
+    """CRC-16/MODBUS. Over a frame that ends in its own CRC (low byte first) it is 0."""
+    crc = 0xFFFF
+    for byte in data:
+        crc = (crc >> 8) ^ _CRC_TABLE[(crc ^ byte) & 0xFF]
+    return crc
+
+
+@lru_cache(maxsize=256)
+def request_frame(address, function, *words):
+    """`address function words... crc`: the bytes of a request (cached: polls repeat)."""
+    frame = struct.pack('>BB%dH' % len(words), address, function, *words)
+    crc = crc16(frame)
+    return frame + bytes((crc & 0xFF, crc >> 8))
+
+
+def check_reply(request, reply, count=None, port='the bus', timeout=None):
+    """The registers in `reply` (when `count` registers were asked), or None for a
+    correct echo (write, reset). Raises NoReply, BadFrame or ExceptionReply otherwise.
+
+    Only a frame that starts the reply, with a good CRC, the asked address (any meter's,
+    when 0xF8 was asked), the asked function and the asked length passes. Bytes after
+    it are ignored, as pymodbus 2.x never reads them."""
+    asked, function = request[0], request[1]
+    meter = ('the meter at the general address 0xF8' if asked == GENERAL_ADDRESS
+             else 'meter %d' % asked)
+    where = '%s on %s' % (meter, port)
+    if not reply:
+        within = ' within %g s' % timeout if timeout else ''
+        raise NoReply('No reply from %s%s: check that it is powered, its address and the '
+                      'RS-485 wiring.' % (where, within))
+    exception = len(reply) >= 2 and reply[1] == function | 0x80
+    size = 5 if exception else (5 + 2 * count if count else len(request))
+    frame = reply[:size]
+    if len(frame) < size or crc16(frame):
+        other = _other_length(reply, function) if count else None
+        if other is not None:
+            raise BadFrame('%s sent %d registers where %d were asked: is it the other PZEM '
+                           'model?' % (_cap(where), other, count))
+        if len(frame) < size:
+            raise BadFrame('%s sent an incomplete reply (%d of %d bytes): check the RS-485 '
+                           'wiring and termination.' % (_cap(where), len(frame), size))
+        raise BadFrame('%s sent a garbled reply (CRC error): check the RS-485 wiring and '
+                       'termination, and that no other meter has the same address.'
+                       % _cap(where))
+    if frame[0] != asked and not (asked == GENERAL_ADDRESS and 1 <= frame[0] <= 247):
+        raise BadFrame('%s was asked but address %d answered: probably a late reply to an '
+                       'earlier request; a longer timeout may help.' % (_cap(where), frame[0]))
+    if exception:
+        code = frame[2]
+        raise ExceptionReply(code, '%s refused the request with exception %d (%s): %s.' % (
+            _cap(where), code, EXCEPTION_MEANINGS.get(code, 'unknown'),
+            _EXCEPTION_ADVICE.get(code, 'see the meter manual')))
+    if frame[1] != function:
+        raise BadFrame('%s answered with function %d to a function %d request: is it a PZEM '
+                       'meter?' % (_cap(where), frame[1], function))
+    if count:
+        if frame[2] != 2 * count:
+            raise BadFrame('%s sent %d data bytes where %d were asked: is it the other PZEM '
+                           'model?' % (_cap(where), frame[2], 2 * count))
+        return list(struct.unpack('>%dH' % count, frame[3:-2]))
+    if frame[1:-2] != request[1:-2]:
+        raise BadFrame('%s did not echo the request exactly: read the value back to check '
+                       'it.' % _cap(where))
+    return None
+
+
+def _request(address, function, *words):
+    if not (1 <= address <= 247 or address == GENERAL_ADDRESS):
+        raise ValueError('meter address %r is outside 1..247 (or 0xF8)' % (address,))
+    if not all(0 <= word <= 0xFFFF for word in words):
+        raise ValueError('register numbers and values must be within 0..65535: %r' % (words,))
+    return request_frame(address, function, *words)
+
+
+def _other_length(reply, function):
+    """The register count of a good read reply of another length, if `reply` holds one."""
+    if len(reply) < 5 or reply[1] != function:
+        return None
+    frame = reply[:5 + reply[2]]
+    if len(frame) == 5 + reply[2] and not crc16(frame) and reply[2] % 2 == 0:
+        return reply[2] // 2
+    return None
+
+
+def _cap(text):
+    return text[:1].upper() + text[1:]
+
+
+# -- the bus ------------------------------------------------------------------------------
+
+class Bus:
+    """One serial port with any number of meters on it."""
+
+    def __init__(self, port, baudrate=9600, stopbits=2, parity='N', timeout=0.5,
+                 local_echo=False):
+        self.port_name = os.path.basename(port.rstrip('/'))
+        self.path = port if '/' in port else '/dev/' + port
+        self.baudrate = baudrate
+        self.stopbits = stopbits
+        self.parity = parity
+        self.timeout = timeout
+        self.local_echo = local_echo
+        self.stats = {'requests': 0, 'no_reply': 0, 'bad_frame': 0, 'exception': 0}
+        bits = 1 + 8 + (parity != 'N') + stopbits
+        self._silence = 3.5 * bits / baudrate   # Modbus t3.5: the gap before the next request
+        self._quiet_at = 0.0
+        self._serial = None
+        self._client = None
+
+    def __enter__(self):
+        self.open()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def open(self):
+        if self._serial is not None:
+            return
+        try:
+            port = serial.Serial(self.path, baudrate=self.baudrate, bytesize=8,
+                                 parity=self.parity, stopbits=self.stopbits,
+                                 timeout=self.timeout, exclusive=True)
+        except (serial.SerialException, OSError) as error:
+            raise PortGone(self._open_problem(error))
+        client = _Client(port=self.path, baudrate=self.baudrate, bytesize=8,
+                         parity=self.parity, stopbits=self.stopbits, timeout=self.timeout,
+                         **_CLIENT_OPTIONS)
+        client.socket = port
+        client.local_echo = self.local_echo
+        client.silent_interval = 0      # 2.x sleeps t3.5 before every request; the Bus waits only what is left
+        self._serial, self._client = port, client
+
+    def close(self):
+        port, self._serial, self._client = self._serial, None, None
+        if port is not None:
+            try:
+                port.close()
+            except (OSError, termios.error):
+                pass                    # the device is already gone
+
+    def read_input(self, address, count):
+        """FC 0x04 from register 0: `count` register values."""
+        request = _request(address, READ_INPUT, 0, count)
+        return self._exchange(request, count, self._read_input, 0, count)
+
+    def read_holding(self, address, start, count):
+        """FC 0x03: `count` register values from `start`."""
+        request = _request(address, READ_HOLDING, start, count)
+        return self._exchange(request, count, self._read_holding, start, count)
+
+    def write_register(self, address, register, value):
+        """FC 0x06; returns once the meter has echoed the request exactly."""
+        request = _request(address, WRITE_REGISTER, register, value)
+        self._exchange(request, None, self._write_register, register, value)
+
+    def reset_energy(self, address):
+        """FC 0x42: zero the meter's energy counter; returns once the meter has echoed it."""
+        self._exchange(_request(address, RESET_ENERGY), None, None)
+
+    # -- one request --------------------------------------------------------------------
+
+    def _read_input(self, address, start, count):
+        return self._client.read_input_registers(start, count=count, **{_ADDRESS_KEYWORD: address})
+
+    def _read_holding(self, address, start, count):
+        return self._client.read_holding_registers(start, count=count, **{_ADDRESS_KEYWORD: address})
+
+    def _write_register(self, address, register, value):
+        return self._client.write_register(register, value, **{_ADDRESS_KEYWORD: address})
+
+    def _exchange(self, request, count, call, *args):
+        """Send `request` (through pymodbus `call`, or raw when None) and judge the reply."""
+        address = request[0]
+        if self._serial is None:
+            raise PortGone('Serial port %s is not open: open the bus first.' % self.path)
+        self.stats['requests'] += 1
+        wait = self._quiet_at - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        try:
+            self._serial.reset_input_buffer()       # a late reply to an earlier request
+            size = 5 + 2 * count if count else len(request)
+            if call is None or address == GENERAL_ADDRESS:
+                reply = self._raw(request, size)
+            else:
+                reply = self._through_pymodbus(call, address, size, *args)
+        except (OSError, termios.error) as error:   # pyserial's SerialException is an OSError
+            raise self._gone(error)
+        finally:
+            self._quiet_at = time.monotonic() + self._silence
+        try:
+            return check_reply(request, reply, count, self.port_name, self.timeout)
+        except NoReply:
+            if not os.path.exists(self.path):
+                raise self._gone(None)
+            self.stats['no_reply'] += 1
+            raise
+        except BadFrame:
+            self.stats['bad_frame'] += 1
+            raise
+        except ExceptionReply:
+            self.stats['exception'] += 1
+            raise
+
+    def _through_pymodbus(self, call, address, size, *args):
+        client = self._client
+        client.received = b''
+        client.expected = size
+        client.port_error = client.echo_error = None
+        try:
+            call(address, *args)
+        except _PYMODBUS_FAILURES:
+            pass
+        if client.port_error is not None:
+            raise self._gone(client.port_error)
+        if client.echo_error is not None:
+            self.stats['bad_frame'] += 1
+            raise BadFrame(self._echo_problem())
+        return client.received
+
+    def _raw(self, request, size):
+        port = self._serial
+        port.write(request)
+        if self.local_echo and port.read(len(request)) != request:
+            self.stats['bad_frame'] += 1
+            raise BadFrame(self._echo_problem())
+        return _read_reply(port, size)
+
+    # -- messages -----------------------------------------------------------------------
+
+    def _echo_problem(self):
+        return ('The adapter on %s did not echo the request although local_echo is set: '
+                'turn local_echo off for this port.' % self.port_name)
+
+    def _gone(self, error):
+        """Close the port and say why it is unusable (PortGone, for the caller to raise)."""
+        self.close()
+        if not os.path.exists(self.path):
+            return PortGone('Serial port %s went away: check the USB RS-485 adapter and its '
+                            'cable.' % self.path)
+        return PortGone('Serial port %s failed (%s): unplug and replug the USB RS-485 adapter.'
+                        % (self.path, _reason(error)))
+
+    def _open_problem(self, error):
+        code = getattr(error, 'errno', None)
+        if code == errno.ENOENT or not os.path.exists(self.path):
+            return ('Serial port %s does not exist: plug in the USB RS-485 adapter or fix the '
+                    'port name.' % self.path)
+        if code in (errno.EACCES, errno.EPERM):
+            return 'No permission to open serial port %s: run the driver as root.' % self.path
+        if code in (errno.EBUSY, errno.EAGAIN):
+            return ('Serial port %s is in use by another program: stop it, or tell '
+                    'serial-starter to leave this port alone.' % self.path)
+        return 'Cannot open serial port %s (%s): check that it is a serial device.' % (
+            self.path, _reason(error))
+
+
+def _reason(error):
+    """The OS's words for an error, without pyserial's decoration."""
+    if error is None:
+        return 'no reason given'
+    code = getattr(error, 'errno', None)
+    if code is None and isinstance(getattr(error, 'args', None), tuple) and error.args \
+            and isinstance(error.args[0], int):
+        code = error.args[0]                        # termios.error is (errno, text)
+    return os.strerror(code) if code else str(error) or type(error).__name__

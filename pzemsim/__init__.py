@@ -1,0 +1,15 @@
+"""pzemsim: a simulated RS-485 bus of Peacefair PZEM meters on a pseudo-terminal.
+
+    with SimBus('/tmp/pzem/ttyPZEM0') as bus:
+        grid = bus.add(AcMeter(1, voltage=231.0, power=420.0))
+        bus.add(DcMeter(3, voltage=13.4))
+        grid.inject('bad_crc', count=2)
+        ...  # open /tmp/pzem/ttyPZEM0 as a serial port
+"""
+
+from .bus import SimBus
+from .crc import crc16, with_crc
+from .faults import KINDS as FAULTS
+from .meters import AcMeter, DcMeter
+
+__all__ = ['SimBus', 'AcMeter', 'DcMeter', 'FAULTS', 'crc16', 'with_crc']
