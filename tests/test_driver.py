@@ -193,7 +193,7 @@ def test_silent_meter_goes_invalid_and_comes_back(rig):
     assert log.count('ttyPZEM0:1: answering again') == 1
 
 
-@pytest.mark.parametrize('fault', ['junk_values', 'bad_crc', 'wrong_address', 'truncated',
+@pytest.mark.parametrize('fault', ['no_reply', 'junk_values', 'bad_crc', 'wrong_address', 'truncated',
                                    'garbage_before', 'exception'])
 def test_bad_replies_are_dropped_and_counted(rig, fault):
     grid = rig.service('grid', 1)
