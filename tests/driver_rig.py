@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import dbus
+
 from dbus_helpers import Client, SignalRecorder, bus_env, private_bus, pump, pump_until
 from pzemsim import SimBus
 
@@ -121,7 +123,10 @@ class Rig(object):
         seen = {}
 
         def ok():
-            seen['v'] = self.client.get_value(name, path)
+            try:
+                seen['v'] = self.client.get_value(name, path)
+            except dbus.DBusException:      # e.g. while the service re-registers
+                return False
             return check(seen['v'])
         try:
             pump_until(ok, timeout, '%s %s' % (name, path))

@@ -102,6 +102,7 @@ class Device:
             with open(path, 'w') as f:
                 f.write('#!/bin/sh\necho "%s $*" >> "%s"\n' % (tool, self.calls))
             os.chmod(path, 0o755)
+        self.firmware = {}
         self.env = dict(os.environ, PKG_ROOT=self.root + '/',
                         PATH=bindir + os.pathsep + os.environ['PATH'])
 
@@ -146,12 +147,15 @@ class Device:
         return self.run('sh', '-c', line.replace('/data/', self.root + '/data/'))
 
     def firmware_update(self):
-        """What a firmware update leaves: /data only (opkg's records in /usr/lib/opkg go too)."""
+        """What a firmware update leaves: /data, and the new firmware's own files (self.firmware,
+        e.g. the stock serial-starter.conf). Opkg's records in /usr/lib/opkg go too."""
         for name in os.listdir(self.root):
             if name != 'data':
                 path = os.path.join(self.root, name)
                 shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) \
                     else os.unlink(path)
+        for rel, text in self.firmware.items():
+            self.write(rel, text)
 
     def snapshot(self, skip=()):
         """{relative path: (mode, sha256 or link target)} of every file and link under the root."""
@@ -189,6 +193,7 @@ class FakeOpkg:
         self.device = device
         self.db = device.path('usr/lib/opkg')
         self.calls = []
+        self.after_script = None    # called with (script, args...) after each script
 
     def status(self):
         path = os.path.join(self.db, 'fake-status.json')
@@ -203,6 +208,8 @@ class FakeOpkg:
             return
         self.calls.append((label,) + args)
         self.device.run('/bin/sh', '-c', ' '.join([path] + list(args)))
+        if self.after_script:
+            self.after_script((label,) + args)
 
     def _info(self, name):
         return os.path.join(self.db, 'info', PACKAGE + '.' + name)

@@ -331,3 +331,12 @@ def test_map_mistakes_are_reported_and_good_meters_keep_running(tmp_path):
         rig.pump(0.5)
         names = [str(n) for n in rig.client.bus.list_names()]
         assert not any('pzem_ttyPZEM0_2' in n for n in names)
+
+
+def test_a_vrm_instance_changed_in_settings_re_registers(rig):
+    grid = rig.service('grid', 1)
+    setting = '/Settings/Devices/pzem_ttyPZEM0_1/ClassAndVrmInstance'
+    assert rig.client.set_value('com.victronenergy.settings', setting, 'grid:47') == 0
+    rig.wait_value(grid, '/DeviceInstance', lambda v: v == 47)
+    rig.wait_value(grid, '/Connected', lambda v: v == 1)
+    assert 'VRM instance changed to 47' in rig.log()

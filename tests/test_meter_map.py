@@ -372,8 +372,9 @@ def test_a_split_phase_group_of_two_plain_sections(tmp_path):
                              '[1]\ngroup = split\nphase = L1\nrole = pvinverter\nposition = 1\n')
     assert the_map.problems == []
     for port in ('ttyUSB0', 'ttyUSB3'):
-        assert [(c.address, c.phase, c.role, c.position) for c in the_map.groups_for(port)['split']] \
-            == [(1, 'L1', 'pvinverter', 1), (2, 'L2', 'pvinverter', 1)]
+        members = the_map.groups_for(port)['split']
+        assert [(c.address, c.phase, c.role, c.position) for c in members] == [
+            (1, 'L1', 'pvinverter', 1), (2, 'L2', 'pvinverter', 1)]
 
 
 @pytest.mark.parametrize('text, expected', [
@@ -432,7 +433,7 @@ def test_repeating_role_and_name_identically_in_a_group_is_fine(tmp_path):
         ('pvinverter', 1, 'PV')}
 
 
-# -- check-config ------------------------------------------------------------------------------------
+# -- check-config --------------------------------------------------------------------------------
 
 def test_check(tmp_path):
     assert meter_map.check(write(tmp_path, EXAMPLE)) == []
@@ -615,6 +616,7 @@ VALUES = list(roles.ROLES) + [
     'inverter', 'inverter0', 'GRID', 'gird', '0', '1', '2', '3', '-1', '-8', '9600', '0.5', '.5',
     '1e3', 'nan', 'inf', 'wind', 'fridge', 'generic', 'ac', 'dc', 'PZEM-016', '017', 'L1', 'l2',
     'L3', 'L4', 'house', 'yes', 'no', 'N', 'e', '', '"q #x"', '"open', 'Pump#2', 'a #b', '١']
+PHASES = ['L1', 'L2', 'L3', 'l1']
 COMMENTS = ['', ' # c', ';c', ' ; c', '#', ' "#"']
 
 headers = st.one_of(
@@ -627,8 +629,10 @@ key_lines = st.builds('{}{}{}{}{}'.format, st.sampled_from(['', ' ', '\t']), st.
                       st.sampled_from([' = ', '=', ': ', ' ', ' == ']),
                       st.one_of(st.sampled_from(VALUES), st.text(max_size=40)),
                       st.sampled_from(COMMENTS))
-lines = st.one_of(headers, key_lines, key_lines, st.sampled_from(['', '# c', '; c', '   ', '\t']),
-                  st.text(max_size=30))
+group_members = st.builds('[{}]\ngroup = house\nphase = {}\n{}'.format, st.integers(1, 9),
+                          st.sampled_from(PHASES), st.sampled_from(['', 'role = grid', 'model = ac']))
+lines = st.one_of(headers, key_lines, key_lines, group_members,
+                  st.sampled_from(['', '# c', '; c', '   ', '\t']), st.text(max_size=30))
 texts = st.builds(lambda bom, ls, eol: bom + eol.join(ls), st.sampled_from(['', '\ufeff']),
                   st.lists(lines, max_size=40), st.sampled_from(['\n', '\r\n']))
 files = st.one_of(texts.map(lambda t: t.encode('utf-8')), st.binary(max_size=300),
@@ -658,7 +662,7 @@ def assert_sane(the_map, path):
         assert isinstance(the_map.has_sections_for(port), bool)
 
 
-@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=files)
 def test_any_file_gives_meters_or_problems_never_an_exception(data):
     with tempfile.TemporaryDirectory() as directory:

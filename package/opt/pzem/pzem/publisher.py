@@ -45,6 +45,7 @@ class Publisher(object):
         self.instances = instances
         self.ident = ident_for(port, min(m.address for _, m in phases))
         self.service = None
+        self._watch = None
         self._publish = []      # (path, phase index, field, is alarm), made once per role
         self._start()
 
@@ -65,7 +66,17 @@ class Publisher(object):
         self._add_paths(svc, instance)
         self.update()
         svc.register()
+        if self.instances.online:
+            self._watch = settings.watch(svc.connection, self.ident, self._on_instance)
         log.info('%s published as %s, VRM instance %d', self.label, self.servicename, instance)
+
+    def _on_instance(self, role, instance):
+        # The GUI's VRM-instances page changed it: consumers read /DeviceInstance once, so
+        # re-register rather than change it in place.
+        if self.service is not None and role == self.place.role and \
+                instance != self.service['/DeviceInstance']:
+            log.info('%s: VRM instance changed to %d, re-registering', self.label, instance)
+            self.instances.schedule(self._restart)
 
     def _add_paths(self, svc, instance):
         role = self.place.role
@@ -212,6 +223,9 @@ class Publisher(object):
         self._start()
 
     def close(self):
+        if self._watch is not None:
+            self._watch.remove()
+            self._watch = None
         if self.service is not None:
             self.service.close()
             self.service = None
