@@ -81,11 +81,16 @@ class MeterMap:
 
     def __init__(self, source):
         self.source = source
-        self.problems = []
+        self._found = []        # (line, problem line)
         self._meters = {}       # (port or None, address) -> MeterConfig, or None if left out
         self._bus = {}          # port or None -> {key: value}
         self._left_out = set()  # identities of sections that are present but not used
         self._unsure = False    # unreadable file or unreadable header: maybe meant for any port
+
+    @property
+    def problems(self):
+        """One line per problem, in file order: "FILE:LINE: [section] key 'x': message"."""
+        return [text for _, text in sorted(self._found, key=lambda found: found[0])]
 
     def meters_for(self, port):
         """The meters on `port` (group members included), sorted by address."""
@@ -117,7 +122,7 @@ class MeterMap:
         where = '%s:%d:' % (self.source, line) if line else '%s:' % self.source
         about = ''.join(('' if section is None else ' [%s]' % section,
                          '' if key is None else " key '%s':" % key))
-        self.problems.append((line, '%s%s %s' % (where, about, message)))
+        self._found.append((line, '%s%s %s' % (where, about, message)))
 
 
 class _Bad(Exception):
@@ -168,7 +173,6 @@ def parse(text, source='pzem.conf'):
         text = text[1:]
     sections = _read_sections(text.split('\n'), the_map)
     _resolve(sections, the_map)
-    the_map.problems = [p for _, p in sorted(the_map.problems, key=lambda p: p[0])]
     return the_map
 
 
@@ -176,7 +180,6 @@ def _unreadable(path, line, message):
     the_map = MeterMap(path)
     the_map._unsure = True
     the_map._add(line, message + '; the map is not used')
-    the_map.problems = [p for _, p in the_map.problems]
     return the_map
 
 
@@ -184,9 +187,11 @@ def _decode(data):
     try:
         text = data.decode('utf-8')
     except UnicodeDecodeError as e:
-        raise _Bad('not UTF-8 text (byte 0x%02x)' % data[e.start], data.count(b'\n', 0, e.start) + 1)
+        raise _Bad('not UTF-8 text (byte 0x%02x)' % data[e.start],
+                   data.count(b'\n', 0, e.start) + 1)
     if '\x00' in text:
-        raise _Bad('binary data (a NUL byte), not a text map', text.count('\n', 0, text.index('\x00')) + 1)
+        raise _Bad('binary data (a NUL byte), not a text map',
+                   text.count('\n', 0, text.index('\x00')) + 1)
     return text
 
 
@@ -223,9 +228,10 @@ def _start_section(stripped, number, seen, the_map):
                        '[bus:ttyUSB0]' % _show(stripped))
         ident = _section_ident(header)
     except _Bad as e:
-        the_map._add(number, '%s; section ignored' % e, _show(header, quote=False) if match else None)
+        shown = _show(header, quote=False)
+        the_map._add(number, '%s; section ignored' % e, shown if match else None)
         the_map._unsure = True
-        section = _Section(_show(header, quote=False), number, None)
+        section = _Section(shown, number, None)
         section.skip = True
         return section
     section = _Section(header, number, ident)
@@ -529,7 +535,7 @@ def _resolve_group(the_map, name, members):
     def problem(section, line, key, message):
         the_map._add(line, "%s; group '%s' ignored" % (message, name), section.header, key)
 
-    reported = len(the_map.problems)
+    reported = len(the_map._found)
     good = [s for s in members if s.ok]
     broken = [s for s in members if not s.ok]
     if broken and good:
@@ -552,7 +558,8 @@ def _resolve_group(the_map, name, members):
         elif phase:
             by_phase[phase] = s
         if _get(s, 'model') == 'dc':
-            problem(s, s.values['model'][1], 'model', 'a group is made of PZEM-016 (AC) meters only')
+            problem(s, s.values['model'][1], 'model',
+                    'a group is made of PZEM-016 (AC) meters only')
         for key in ('role', 'position', 'name', 'monitor_mode'):
             if key not in s.values:
                 continue
@@ -564,7 +571,7 @@ def _resolve_group(the_map, name, members):
                                                             values[key][1]))
             values.setdefault(key, (value, line, s))
     role, position, _ = _check_meter(the_map, values, in_group=name)
-    if broken or len(the_map.problems) > reported:
+    if broken or len(the_map._found) > reported:
         return
     model = 'ac' if any('model' in s.values for s in members) else None
     for s in members:
@@ -649,7 +656,7 @@ def _format(key, value):
         text = str(value)
     if '\n' in text or '\r' in text:
         raise MapWriteError('%s %s: a value cannot span lines' % (key, _show(text)))
-    if False:
+    if key == 'name' and (text != text.strip() or text.startswith('"') or _COMMENT.search(text)):
         text = '"%s"' % text
     written = _split_key_line('%s = %s' % (key, text))[3]
     try:
@@ -685,13 +692,14 @@ def _section_span(lines, ident):
 def _set_key(lines, ident, key, text):
     """lines with key set to text (None: its lines removed) in the section `ident`."""
     span = _section_span(lines, ident)
-    cr = '\r' if any(line.endswith('\r') for line in lines) else ''
     if span is None:
         if text is None:
             return lines
+        eol = '\r' if any(line.endswith('\r') for line in lines) else ''
         body = lines[:-1] if lines[-1] == '' else lines
-        gap = [cr] if body and body[-1].strip() else []
-        return body + gap + ['[%s]%s' % (_section_text(ident), cr), '%s = %s%s' % (key, text, cr), '']
+        gap = [eol] if body and body[-1].strip() else []
+        return body + gap + ['[%s]%s' % (_section_text(ident), eol),
+                             '%s = %s%s' % (key, text, eol), '']
     start, end = span
     key_lines = [i for i in range(start + 1, end)
                  if (lines[i].strip()[:1] not in ('#', ';')) and _split_key_line(lines[i])]
@@ -704,8 +712,8 @@ def _set_key(lines, ident, key, text):
     if not mine:
         after = key_lines[-1] if key_lines else start
         indent = re.match(r'[ \t]*', lines[after]).group() if key_lines else ''
-        cr = '\r' if lines[start].endswith('\r') else ''
-        lines.insert(after + 1, '%s%s = %s%s' % (indent, key, text, cr))
+        eol = '\r' if lines[start].endswith('\r') else ''
+        lines.insert(after + 1, '%s%s = %s%s' % (indent, key, text, eol))
     return lines
 
 
