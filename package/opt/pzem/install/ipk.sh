@@ -25,11 +25,16 @@ install_ipk() {
     [ -f "$1" ] || die "no package file $1"
     remount_rw
     if use_opkg; then
-        if [ "$(installed_version)" = "$(ipk_version "$1")" ] && [ -x "$R/opt/pzem/install/pzem-install.sh" ]; then
-            log "$PKG $(installed_version) is installed already: configuring it again"
+        installed=$(installed_version)
+        offered=$(ipk_version "$1" 2>/dev/null)    # empty where there is no ar
+        if [ -z "$installed" ] || { [ -n "$offered" ] && [ "$offered" != "$installed" ]; }; then
+            opkg install "$1"
+        elif [ "$offered" = "$installed" ] && [ -x "$R/opt/pzem/install/pzem-install.sh" ]; then
+            log "$PKG $installed is installed already: configuring it again"
             "$R/opt/pzem/install/pzem-install.sh" configure
         else
-            opkg install "$1"
+            # the same version, or one unknown without ar: opkg refuses the same again unless forced
+            opkg install --force-reinstall "$1"
         fi
         return 0
     fi

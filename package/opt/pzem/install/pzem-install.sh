@@ -62,7 +62,7 @@ remove_addon() {
     remove_hook
     rm -rf "$KEEP_DIR"
     # opkg leaves the new example beside a map the user changed; the user's map stays.
-    rm -f "$MAP-opkg"
+    rm -f "$MAP-opkg" "$R/data/log/pzem-install.log"
 }
 
 present() { [ -e "$R/opt/pzem/dbus-pzem" ] && [ -e "$TEMPLATE_DIR/run" ]; }
@@ -107,7 +107,8 @@ uninstall-ipk)
     uninstall_ipk "${2:-}"
     ;;
 *)
-    sed -n '3,11s/^# \{0,1\}//p' "$0" >&2
+    echo "usage: $0 COMMAND, one of:" >&2
+    sed -n '4,10s/^#//p' "$0" >&2
     exit 2
     ;;
 esac

@@ -76,12 +76,12 @@ def _pymodbus_options():
         return {'method': 'rtu', 'retries': 0, 'retry_on_empty': False,
                 'retry_on_invalid': False, 'reset_socket': False}, address_keyword
     try:
-        from pymodbus.framer import FramerType as framer          # 3.7 and later
+        from pymodbus.framer import FramerType as framer          # newer 3.x (3.16)
     except ImportError:
         try:
-            from pymodbus.framer import Framer as framer          # 3.1 to 3.6
+            from pymodbus.framer import Framer as framer          # older 3.x (3.6)
         except ImportError:
-            return {'retries': 0}, address_keyword                  # 3.0: RTU is the default
+            return {'retries': 0}, address_keyword                  # first 3.x: RTU by default
     return {'framer': framer.RTU, 'retries': 0}, address_keyword
 
 
@@ -91,9 +91,14 @@ _CLIENT_OPTIONS, _ADDRESS_KEYWORD = _pymodbus_options()
 # exception instead, so those lines would only double every message in the driver's log.
 logging.getLogger('pymodbus').setLevel(logging.CRITICAL)
 
-# What pymodbus may raise for a failed request (3.x raises where 2.x returns an error object).
-# Either way the bytes received decide what went wrong.
+# What pymodbus may raise for a failed request (3.x raises where 2.x returns an error object;
+# 2.5.3 lets struct.error out of decoding some frames with a good CRC). Either way the bytes
+# received decide what went wrong.
 _PYMODBUS_FAILURES = (ModbusException, OSError, termios.error, struct.error, IndexError)
+
+# 2.x and older 3.x: an exception out of a transaction leaves the client's state busy, and the
+# next request then waits for the timeout first. Setting it back to idle prevents that.
+_IDLE = getattr(_PymodbusClient, 'state', None)
 
 
 class _Client(_PymodbusClient):
@@ -101,7 +106,7 @@ class _Client(_PymodbusClient):
     received for the Bus to judge, and any error the port raised."""
 
     received = b''
-    expected = 0            # size of a good reply, for pymodbus 3.7+ (below)
+    expected = 0            # size of a good reply, for newer pymodbus 3.x (see recv)
     port_error = None
     echo_error = None
     local_echo = False
@@ -125,10 +130,10 @@ class _Client(_PymodbusClient):
         return size
 
     def recv(self, size):
-        # pymodbus 2.x and 3.0-3.6 ask for a size. 3.7+ ask for "what has come" (None) and
-        # poll for it in 4-character sleeps until the full timeout, also after a broken
-        # frame. Reading the expected reply at once, then reporting silence, gives every
-        # version the same timing.
+        # pymodbus 2.x and older 3.x (3.6) ask for a size. Newer 3.x (3.16) ask for "what
+        # has come" (None) and poll for it in 4-character sleeps, until the full timeout
+        # after a broken frame. Reading the expected reply at once, then reporting silence,
+        # gives every version the same timing.
         try:
             if size is None:
                 data = _read_reply(self.socket, self.expected) if self.expected else b''
@@ -183,54 +188,65 @@ def request_frame(address, function, *words):
 
 
 def check_reply(request, reply, count=None, port='the bus', timeout=None):
-    """The registers in `reply` (when `count` registers were asked), or None for a
-    correct echo (write, reset). Raises NoReply, BadFrame or ExceptionReply otherwise.
+    """The registers in `reply` when `count` registers were asked, else None for a correct
+    echo (write, reset). Raises NoReply, BadFrame or ExceptionReply otherwise.
 
-    Only a frame that starts the reply, with a good CRC, the asked address (any meter's,
-    when 0xF8 was asked), the asked function and the asked length passes. Bytes after
-    it are ignored, as pymodbus 2.x never reads them."""
+    Only a frame at the very start of the reply passes, with a good CRC, the asked address
+    (any meter's when the general address 0xF8 was asked), the asked function and the asked
+    length. Bytes after it are ignored, as pymodbus 2.x never reads them."""
     asked, function = request[0], request[1]
-    meter = ('the meter at the general address 0xF8' if asked == GENERAL_ADDRESS
-             else 'meter %d' % asked)
-    where = '%s on %s' % (meter, port)
+    where = 'meter %d on %s' % (asked, port) if asked != GENERAL_ADDRESS else \
+        'the meter at the general address 0xF8 on %s' % port
     if not reply:
-        within = ' within %g s' % timeout if timeout else ''
         raise NoReply('No reply from %s%s: check that it is powered, its address and the '
-                      'RS-485 wiring.' % (where, within))
+                      'RS-485 wiring.' % (where, ' within %g s' % timeout if timeout else ''))
+    where = where[0].upper() + where[1:]
     exception = len(reply) >= 2 and reply[1] == function | 0x80
     size = 5 if exception else (5 + 2 * count if count else len(request))
     frame = reply[:size]
     if len(frame) < size or crc16(frame):
-        other = _other_length(reply, function) if count else None
-        if other is not None:
-            raise BadFrame('%s sent %d registers where %d were asked: is it the other PZEM '
-                           'model?' % (_cap(where), other, count))
-        if len(frame) < size:
-            raise BadFrame('%s sent an incomplete reply (%d of %d bytes): check the RS-485 '
-                           'wiring and termination.' % (_cap(where), len(frame), size))
-        raise BadFrame('%s sent a garbled reply (CRC error): check the RS-485 wiring and '
-                       'termination, and that no other meter has the same address.'
-                       % _cap(where))
+        raise BadFrame(_spoilt(reply, size, asked, function, count, where))
     if frame[0] != asked and not (asked == GENERAL_ADDRESS and 1 <= frame[0] <= 247):
         raise BadFrame('%s was asked but address %d answered: probably a late reply to an '
-                       'earlier request; a longer timeout may help.' % (_cap(where), frame[0]))
+                       'earlier request; a longer timeout may help.' % (where, frame[0]))
     if exception:
         code = frame[2]
         raise ExceptionReply(code, '%s refused the request with exception %d (%s): %s.' % (
-            _cap(where), code, EXCEPTION_MEANINGS.get(code, 'unknown'),
+            where, code, EXCEPTION_MEANINGS.get(code, 'unknown'),
             _EXCEPTION_ADVICE.get(code, 'see the meter manual')))
     if frame[1] != function:
         raise BadFrame('%s answered with function %d to a function %d request: is it a PZEM '
-                       'meter?' % (_cap(where), frame[1], function))
+                       'meter?' % (where, frame[1], function))
     if count:
         if frame[2] != 2 * count:
             raise BadFrame('%s sent %d data bytes where %d were asked: is it the other PZEM '
-                           'model?' % (_cap(where), frame[2], 2 * count))
+                           'model?' % (where, frame[2], 2 * count))
         return list(struct.unpack('>%dH' % count, frame[3:-2]))
     if frame[1:-2] != request[1:-2]:
         raise BadFrame('%s did not echo the request exactly: read the value back to check '
-                       'it.' % _cap(where))
+                       'it.' % where)
     return None
+
+
+def _spoilt(reply, size, asked, function, count, where):
+    """Why a reply without a good frame of the expected size at its start is unusable."""
+    if count and len(reply) >= 5 and reply[1] == function:
+        other = reply[:5 + reply[2]]        # a good read reply of another length?
+        if len(other) == 5 + reply[2] and not crc16(other):
+            return ('%s sent %d data bytes where %d were asked: is it the other PZEM model?'
+                    % (where, reply[2], 2 * count))
+    starts_right = (reply[0] == asked or asked == GENERAL_ADDRESS) and \
+        reply[1:2] in (b'', bytes((function,)), bytes((function | 0x80,)))
+    if len(reply) < size and starts_right:
+        return ('%s sent an incomplete reply (%d of %d bytes): check the RS-485 wiring and '
+                'termination.' % (where, len(reply), size))
+    return ('%s sent a garbled reply: check the RS-485 wiring and termination, and that no '
+            'other meter has the same address.' % where)
+
+
+def _check_count(count):
+    if not 1 <= count <= 125:
+        raise ValueError('a read asks for 1..125 registers, not %r' % (count,))
 
 
 def _request(address, function, *words):
@@ -239,20 +255,6 @@ def _request(address, function, *words):
     if not all(0 <= word <= 0xFFFF for word in words):
         raise ValueError('register numbers and values must be within 0..65535: %r' % (words,))
     return request_frame(address, function, *words)
-
-
-def _other_length(reply, function):
-    """The register count of a good read reply of another length, if `reply` holds one."""
-    if len(reply) < 5 or reply[1] != function:
-        return None
-    frame = reply[:5 + reply[2]]
-    if len(frame) == 5 + reply[2] and not crc16(frame) and reply[2] % 2 == 0:
-        return reply[2] // 2
-    return None
-
-
-def _cap(text):
-    return text[:1].upper() + text[1:]
 
 
 # -- the bus ------------------------------------------------------------------------------
@@ -310,11 +312,13 @@ class Bus:
 
     def read_input(self, address, count):
         """FC 0x04 from register 0: `count` register values."""
+        _check_count(count)
         request = _request(address, READ_INPUT, 0, count)
         return self._exchange(request, count, self._read_input, 0, count)
 
     def read_holding(self, address, start, count):
         """FC 0x03: `count` register values from `start`."""
+        _check_count(count)
         request = _request(address, READ_HOLDING, start, count)
         return self._exchange(request, count, self._read_holding, start, count)
 
@@ -380,7 +384,8 @@ class Bus:
         try:
             call(address, *args)
         except _PYMODBUS_FAILURES:
-            pass
+            if _IDLE is not None:
+                client.state = _IDLE
         if client.port_error is not None:
             raise self._gone(client.port_error)
         if client.echo_error is not None:
@@ -426,7 +431,9 @@ class Bus:
 
 
 def _reason(error):
-    """The OS's words for an error, without pyserial's decoration."""
+    """The OS's words for an error, without pyserial's or pymodbus's decoration."""
+    while isinstance(error, ModbusException) and error.__context__ is not None:
+        error = error.__context__                   # 3.x replaces OSError by ConnectionException
     if error is None:
         return 'no reason given'
     code = getattr(error, 'errno', None)

@@ -98,7 +98,7 @@ def set_alarm(port, args):
             holding.write_verified(bus, address, register, value, what)
         after = holding.read_settings(bus, address, model)
     say('alarm thresholds of the %s at address %d on %s:' % (model.name, address, port.name))
-    for line in holding.settings_lines(model, after):
+    for line in holding.settings_lines(model, after, with_range=False):
         say(line)
 
 

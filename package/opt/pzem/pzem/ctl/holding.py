@@ -39,15 +39,15 @@ def read_settings(bus, address, model):
             'range': models.DC_CURRENT_RANGES.get(regs[3], regs[3])}
 
 
-def settings_lines(model, settings, indent='  '):
+def settings_lines(model, settings, indent='  ', with_range=True):
     if model.family == 'ac':
-        rows = [('power alarm', '%d W' % settings['power_alarm'])]
+        rows = [('power alarm above', '%d W' % settings['power_alarm'])]
     else:
-        rows = [('high-voltage alarm', '%.2f V' % settings['high_alarm']),
-                ('low-voltage alarm', '%.2f V' % settings['low_alarm'])]
-        if settings['range'] is not None:
+        rows = [('high-voltage alarm above', '%.2f V' % settings['high_alarm']),
+                ('low-voltage alarm below', '%.2f V' % settings['low_alarm'])]
+        if with_range and settings['range'] is not None:
             rows.append(('shunt range', '%s A' % settings['range']))
-    return ['%s%-20s %s' % (indent, name, value) for name, value in rows]
+    return ['%s%-24s %s' % (indent, name, value) for name, value in rows]
 
 
 def write_verified(bus, address, register, value, what):

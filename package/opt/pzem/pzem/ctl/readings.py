@@ -45,9 +45,8 @@ def block(model, values, indent='  '):
     for f in model.fields:
         v = values[f.name]
         if f.divisor is None:
-            text = 'ON' if v == models.ALARM_ON else 'off'
+            name, text = LABELS[f.name], 'ON' if v == models.ALARM_ON else 'off'
         else:
-            text = f.text.format(v)
-        lines.append('%s%-20s %s' % (indent, LABELS.get(f.name, f.name).replace(' {}', '')
-                                     .replace('_', ' '), text))
+            name, text = f.name.replace('_', ' '), f.text.format(v)
+        lines.append('%s%-24s %s' % (indent, name, text))
     return lines
