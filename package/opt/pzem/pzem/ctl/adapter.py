@@ -28,7 +28,8 @@ def properties(port):
             with open(override) as f:
                 return parse(f.read())
         except OSError as e:
-            raise Failure('cannot read PZEMCTL_UDEV_PROPERTIES file %s: %s' % (override, e.strerror))
+            raise Failure('cannot read PZEMCTL_UDEV_PROPERTIES file %s: %s'
+                          % (override, e.strerror))
     udevadm = next((os.path.join(d, 'udevadm') for d in UDEVADM_DIRS
                     if os.access(os.path.join(d, 'udevadm'), os.X_OK)), None)
     if udevadm:

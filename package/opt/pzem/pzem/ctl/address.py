@@ -3,7 +3,6 @@
 The meter answers the write with an echo from its old address; the new address may need a
 moment, so the check at the new address is retried (reference/pzem-protocol.md 2.7).
 """
-import os
 import time
 
 from .. import meter_map, modbus, roles
@@ -28,8 +27,9 @@ def set_address(port, args):
             map_hint(port, args.config, model, old, new)
             return
         if answers(bus, new):
-            raise Failure('address %d is already in use on %s (a meter answers there): pick a free '
-                          'one ("pzemctl %s scan" lists the taken ones)' % (new, port.name, port.name))
+            raise Failure('address %d is already in use on %s (a meter answers there): pick a '
+                          'free one ("pzemctl %s scan" lists the taken ones)'
+                          % (new, port.name, port.name))
         try:
             bus.write_register(target, holding.ADDRESS, new)
         except (modbus.NoReply, modbus.BadFrame):
@@ -75,13 +75,8 @@ def verify(bus, port_name, old, new):
 
 def map_hint(port, config, model, old, new):
     """Tell what the map needs: rename the old section, or add one for the new address."""
-    section = None
-    if os.path.isfile(config):
-        try:
-            section = next((c.section for c in meter_map.load(config).meters_for(port.name)
-                            if c.address == old), None)
-        except Exception:       # a broken map: the plain snippet below is still right
-            section = None
+    section = next((c.section for c in meter_map.load(config).meters_for(port.name)
+                    if c.address == old), None)
     if section and old != new:
         head, colon, _ = section.rpartition(':')
         say('In the map (%s), rename section [%s] to [%s%s%d].' % (

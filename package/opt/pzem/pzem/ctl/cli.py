@@ -7,7 +7,7 @@ import sys
 
 from .. import modbus
 from . import address, commands, config_check, monitor, pins
-from .console import Failure, USAGE, note
+from .console import FAILED, OK, Failure, note
 from .port import DEFAULT_MAP, Port
 from .port_lease import PortLease
 
@@ -110,23 +110,23 @@ def main(argv=None):
     try:
         if args.command == 'check-config':
             config_check.check_config(args.file or args.config)
-            return 0
+            return OK
         port = Port(args.port, args.config, args.stopbits, args.timeout, args.scan_timeout)
         if args.command in ON_THE_ADAPTER:
             ON_THE_ADAPTER[args.command](port, args)
-            return 0
+            return OK
         port.check_exists()
         with PortLease(port.path, port.name):
             ON_THE_BUS[args.command](port, args)
-        return 0
+        return OK
     except Failure as e:
         note('pzemctl: %s' % e)
         return e.code
     except modbus.ModbusError as e:
         note('pzemctl: %s' % explain(e))
-        return 1
+        return FAILED
     except KeyboardInterrupt:
         note('pzemctl: interrupted')
-        return 1
+        return FAILED
 
 

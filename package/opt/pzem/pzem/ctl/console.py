@@ -25,12 +25,12 @@ def note(text):
 
 
 def confirm(question, yes):
-    """True when the user agrees; raises UsageError when nobody can be asked and --yes is missing."""
+    """True when the user agrees; UsageError when there is nobody to ask and no --yes."""
     if yes:
         return True
     if not sys.stdin.isatty():
-        raise UsageError('refusing to %s without confirmation: stdin is not a terminal, so add --yes'
-                         % question)
+        raise UsageError('refusing to %s without confirmation: stdin is not a terminal, so '
+                         'add --yes' % question)
     sys.stderr.write('%s%s? [y/N] ' % (question[0].upper(), question[1:]))
     sys.stderr.flush()
     answer = sys.stdin.readline().strip().lower()

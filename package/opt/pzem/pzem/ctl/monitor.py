@@ -4,7 +4,6 @@ The meters come from the map's sections for this port (a group with phases is on
 totals, then a row per phase), or from a quick scan. Without a terminal, or with --count, each
 refresh is a plain snapshot.
 """
-import os
 import sys
 import time
 
@@ -63,23 +62,18 @@ def short_error(error):
 
 def watched_from_map(port, path):
     """[Watched or Group] from the map's sections for this port ([] when there are none)."""
-    if not os.path.isfile(path):
-        return []
     the_map = meter_map.load(path)
     if the_map.problems:
         note('the map %s has %d problem(s): "pzemctl check-config %s" lists them'
              % (path, len(the_map.problems), path))
     rows, groups = [], {}
     for c in the_map.meters_for(port.name):
-        watched = Watched(c.address, c.role, c.name, getattr(c, 'model', None), c.phase)
+        watched = Watched(c.address, c.role, c.name, c.model, c.phase)
         if c.group:
             if c.group not in groups:
                 groups[c.group] = Group(c.group, [], c.role, c.name)
                 rows.append(groups[c.group])
-            group = groups[c.group]
-            group.phases.append(watched)
-            group.role = group.role or c.role
-            group.title = group.title or c.name or ''
+            groups[c.group].phases.append(watched)    # members share the group's role and name
         else:
             rows.append(watched)
     for group in groups.values():

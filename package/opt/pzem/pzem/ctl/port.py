@@ -27,15 +27,10 @@ class Port(object):
         self.scan_timeout = scan_timeout if scan_timeout is not None else SCAN_TIMEOUT
 
     def _map_options(self):
-        """The map's settings for this port (stop bits, echo, ...), when there is a readable map."""
-        if not os.path.isfile(self.config):
-            return {}
-        try:
-            wanted = ('baudrate', 'stopbits', 'parity', 'local_echo', 'timeout')
-            options = meter_map.load(self.config).bus_options(self.name)
-            return dict((k, v) for k, v in options.items() if k in wanted)
-        except Exception:       # a broken map must not stop commissioning; check-config says why
-            return {}
+        """The map's serial settings for this port (stop bits, echo, ...); none without a map."""
+        wanted = ('baudrate', 'stopbits', 'parity', 'local_echo', 'timeout')
+        options = meter_map.load(self.config).bus_options(self.name)
+        return dict((k, v) for k, v in options.items() if k in wanted)
 
     def check_exists(self):
         if not os.path.exists(self.path):

@@ -26,7 +26,7 @@ class Sweep(object):
 
 
 def sweep(port, addresses=ADDRESSES, stop_after=None):
-    """Ask every address once (short timeout), with progress on stderr; stop at `stop_after` found."""
+    """Ask every address once (short timeout), showing progress; stop at `stop_after` found."""
     result = Sweep()
     started = time.monotonic()
     addresses = list(addresses)

@@ -1,0 +1,663 @@
+"""pzemctl, the commissioning tool, run as a real subprocess against the simulator on a pty."""
+import re
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ctl_helpers import FAST, PZEMCTL, Ctl, one_sentence
+from pzemsim import AcMeter, DcMeter, with_crc
+
+
+@pytest.fixture
+def ctl(tmp_path):
+    ctl = Ctl(tmp_path)
+    yield ctl
+    ctl.stop()
+
+
+def grid(address=1, **values):
+    settings = dict(voltage=231.4, current=1.9, power=420.0, energy_wh=12345,
+                    frequency=49.9, power_factor=0.95)
+    settings.update(values)
+    return AcMeter(address, **settings)
+
+
+def wind(address=3, **values):
+    settings = dict(voltage=13.44, current=0.1, power=1.3, energy_wh=2)
+    settings.update(values)
+    return DcMeter(address, **settings)
+
+
+def on_write(meter, reply_for, act=True):
+    """Replace the meter's reply to each write (FC 0x06) by reply_for(request, reply); with
+    act=False the write is not carried out either. Returns the list of writes seen."""
+    handle, writes = meter.handle, []
+
+    def handled(request):
+        if request[1] != 0x06:
+            return handle(request)
+        writes.append(request)
+        return reply_for(request, handle(request) if act else None)
+    meter.handle = handled
+    return writes
+
+
+# -- scan ------------------------------------------------------------------------------------------
+
+def test_scan_lists_every_meter_with_model_and_readings(ctl):
+    ctl.start(grid(1), wind(3), grid(200, voltage=229.0, current=0.0, power=0.0, energy_wh=0))
+    done = ctl.run('scan', *FAST)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        '  1  PZEM-016  231.4 V  1.900 A  420.0 W  12.345 kWh  49.9 Hz  PF 0.95',
+        '  3  PZEM-017  13.44 V  0.10 A  1.3 W  0.002 kWh',
+        '200  PZEM-016  229.0 V  0.000 A  0.0 W  0.000 kWh  49.9 Hz  PF 0.95',
+        done.stdout.splitlines()[-1]]
+    assert done.stdout.splitlines()[-1].startswith(
+        '3 meter(s) on ttyUSB0; addresses 1..247 scanned in ')
+    assert 'scanning ttyUSB0 247/247, 3 found' in done.stderr     # progress
+
+
+def test_scan_shows_an_alarm_that_is_on(ctl):
+    ctl.start(wind(3, voltage=320.0, current=0.0, power=0.0))
+    done = ctl.run('scan', *FAST)
+    assert '  3  PZEM-017  320.00 V  0.00 A  0.0 W  0.002 kWh  HIGH-VOLTAGE ALARM' in done.stdout
+
+
+def test_scan_of_an_empty_bus_fails(ctl):
+    ctl.start()
+    done = ctl.run('scan', *FAST)
+    assert done.returncode == 1
+    assert one_sentence(done.stderr).startswith(
+        'pzemctl: no meter answers on ttyUSB0 at any address 1..247')
+
+
+def test_full_scan_time_with_real_timing(ctl):
+    """Measured with the simulator delivering replies as late as a 9600 baud wire and a
+    meter's turnaround would, and pzemctl's default per-address timeout; printed, not asserted."""
+    ctl.start(grid(1), wind(247), wire_time=True)
+    started = time.monotonic()
+    done = ctl.run('scan')
+    seconds = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    assert [l[:13] for l in done.stdout.splitlines()[:2]] == ['  1  PZEM-016', '247  PZEM-017']
+    print('\nfull scan of 1..247 against the simulator (wire time on): %.1f s in total, %s'
+          % (seconds, done.stdout.splitlines()[-1]))
+
+
+# -- info ------------------------------------------------------------------------------------------
+
+def test_info_ac_meter_at_an_address(ctl):
+    ctl.start(grid(1, power_alarm_w=2300), wind(3))
+    done = ctl.run('info', '1')
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        'PZEM-016 (AC) at address 1 on ttyUSB0',
+        '  power alarm above        2300 W',
+        '  voltage                  231.4 V',
+        '  current                  1.900 A',
+        '  power                    420.0 W',
+        '  energy                   12.345 kWh',
+        '  frequency                49.9 Hz',
+        '  power factor             0.95',
+        '  power alarm              off']
+
+
+def test_info_dc_meter_shows_thresholds_and_shunt_range(ctl):
+    ctl.start(grid(1), wind(3, high_alarm_v=58.5, low_alarm_v=10.5, current_range=200))
+    done = ctl.run('info', '3')
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[:4] == [
+        'PZEM-017 (DC) at address 3 on ttyUSB0',
+        '  high-voltage alarm above 58.50 V',
+        '  low-voltage alarm below  10.50 V',
+        '  shunt range              200 A']
+    assert '  voltage                  13.44 V' in done.stdout.splitlines()
+
+
+def test_info_without_address_uses_0xf8_when_one_meter_is_connected(ctl):
+    ctl.start(wind(42))
+    done = ctl.run('info', *FAST)
+    assert done.returncode == 0, done.stderr
+    # The meter answers 0xF8 with its own address byte; the seam accepts that for 0xF8.
+    assert done.stdout.splitlines()[0] == (
+        'PZEM-017 (DC) at address 42 on ttyUSB0 (asked at the general address 0xF8)')
+    assert '  shunt range              100 A' in done.stdout
+
+
+def test_info_without_address_refuses_with_two_meters(ctl):
+    ctl.start(grid(1), wind(3))
+    done = ctl.run('info', *FAST)
+    assert done.returncode == 1
+    assert done.stdout == ''
+    assert 'more than one meter answers on ttyUSB0 (addresses 1, 3' in one_sentence(done.stderr)
+
+
+# -- set-address -----------------------------------------------------------------------------------
+
+def test_set_address_refuses_an_address_in_use(ctl):
+    ctl.start(grid(1), grid(2), wind(3))
+    done = ctl.run('set-address', '3', '--from', '1')
+    assert done.returncode == 1
+    assert one_sentence(done.stderr) == (
+        'pzemctl: address 3 is already in use on ttyUSB0 (a meter answers there): pick a free '
+        'one ("pzemctl ttyUSB0 scan" lists the taken ones)')
+    assert sorted(m.address for m in ctl.sim.meters) == [1, 2, 3]
+
+
+def test_set_address_on_a_busy_bus_moves_only_that_meter(ctl):
+    first = grid(1)
+    ctl.start(first, grid(2), wind(3))
+    done = ctl.run('set-address', '5', '--from', '1')
+    assert done.returncode == 0, done.stderr
+    assert first.address == 5
+    assert sorted(m.address for m in ctl.sim.meters) == [2, 3, 5]
+    assert done.stdout.splitlines() == [
+        'the PZEM-016 on ttyUSB0 now answers at address 5 (was 1)',
+        'Put it in the map (%s):' % ctl.map_path,
+        '[5]',
+        'role = grid    # grid | genset | acload | pvinverter']
+    # It answers at the new address only.
+    assert ctl.run('info', '5').stdout.startswith('PZEM-016 (AC) at address 5 on ttyUSB0')
+    gone = ctl.run('info', '1')
+    assert gone.returncode == 1
+    assert 'No reply from meter 1 on ttyUSB0' in one_sentence(gone.stderr)
+
+
+def test_set_address_tells_which_map_section_to_rename(ctl):
+    ctl.write_map('[ttyUSB0:1]\nrole = dcsource\n')
+    ctl.start(wind(1))
+    done = ctl.run('set-address', '7', '--from', '1')
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == (
+        'In the map (%s), rename section [ttyUSB0:1] to [ttyUSB0:7].' % ctl.map_path)
+
+
+def test_set_address_without_from_uses_0xf8_with_one_meter(ctl):
+    meter = wind(1)
+    ctl.start(meter)
+    done = ctl.run('set-address', '9', *FAST)
+    assert done.returncode == 0, done.stderr
+    assert meter.address == 9
+    assert done.stdout.splitlines()[0] == 'the PZEM-017 on ttyUSB0 now answers at address 9 (was 1)'
+    assert done.stdout.splitlines()[-1] == 'role = dcsource    # dcsource | dcload | dcsystem'
+
+
+def test_set_address_without_from_refuses_with_two_meters(ctl):
+    ctl.start(grid(1), grid(2))
+    done = ctl.run('set-address', '9', *FAST)
+    assert done.returncode == 1
+    assert 'more than one meter answers' in one_sentence(done.stderr)
+    assert sorted(m.address for m in ctl.sim.meters) == [1, 2]
+
+
+def test_set_address_survives_a_lost_echo(ctl):
+    meter = grid(1)
+    ctl.start(meter)
+    on_write(meter, lambda request, reply: None)    # the echo gets lost on the wire
+    done = ctl.run('set-address', '4', '--from', '1')
+    assert done.returncode == 0, done.stderr
+    assert meter.address == 4
+
+
+@pytest.mark.parametrize('args', [('set-address', '0', '--from', '1'),
+                                  ('set-address', '248', '--from', '1'),
+                                  ('set-address', '5', '--from', '300'),
+                                  ('info', '0xF8'), ('reset-energy', '-1', '--yes')])
+def test_addresses_out_of_range_are_usage_errors(ctl, args):
+    meter = grid(1)
+    ctl.start(meter)
+    done = ctl.run(*args)
+    assert done.returncode == 2
+    assert 'is out of range: meters take 1..247' in done.stderr.splitlines()[-1]
+    assert meter.address == 1 and meter.stats['requests'] == 0
+
+
+# -- reset-energy, set-alarm, set-range ------------------------------------------------------------
+
+def test_reset_energy_with_yes(ctl):
+    meter = grid(1)
+    ctl.start(meter, wind(3))
+    done = ctl.run('reset-energy', '1', '--yes')
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ('energy counter of the PZEM-016 at address 1 reset: now 0.000 kWh '
+                           '(was 12.345 kWh)\n')
+    assert meter.energy_wh == 0
+    assert ctl.sim.meter(3).energy_wh == 2
+
+
+def test_reset_energy_refuses_without_yes_and_without_a_terminal(ctl):
+    meter = grid(1)
+    ctl.start(meter)
+    done = ctl.run('reset-energy', '1')
+    assert done.returncode == 2
+    assert one_sentence(done.stderr) == (
+        'pzemctl: refusing to reset the energy counter of the PZEM-016 at address 1 on ttyUSB0 '
+        '(now 12.345 kWh) without confirmation: stdin is not a terminal, so add --yes')
+    assert meter.energy_wh == 12345
+
+
+def test_reset_energy_asks_on_a_terminal(ctl):
+    meter = grid(1)
+    ctl.start(meter)
+    no = ctl.run_on_terminal('n', 'reset-energy', '1')
+    assert no.returncode == 1
+    assert 'Reset the energy counter of the PZEM-016 at address 1' in no.stderr
+    assert no.stderr.splitlines()[-1].endswith(
+        'pzemctl: cancelled: nothing was written to the meter')
+    assert meter.energy_wh == 12345
+    yes = ctl.run_on_terminal('y', 'reset-energy', '1')
+    assert yes.returncode == 0, yes.stderr
+    assert meter.energy_wh == 0
+
+
+def test_set_power_alarm_with_yes_and_refusal_without(ctl):
+    meter = grid(1, power_alarm_w=2300)
+    ctl.start(meter)
+    refused = ctl.run('set-alarm', '1', '--power', '3000')
+    assert refused.returncode == 2
+    assert 'without confirmation' in one_sentence(refused.stderr)
+    assert meter.power_alarm_w == 2300
+    done = ctl.run('set-alarm', '1', '--power', '3000', '--yes')
+    assert done.returncode == 0, done.stderr
+    assert meter.power_alarm_w == 3000
+    assert done.stdout.splitlines() == [
+        'alarm thresholds of the PZEM-016 at address 1 on ttyUSB0:',
+        '  power alarm above        3000 W']
+
+
+def test_set_voltage_alarms_on_a_dc_meter(ctl):
+    meter = wind(3)
+    ctl.start(meter)
+    done = ctl.run('set-alarm', '3', '--high', '58.4', '--low', '10.5', '--yes')
+    assert done.returncode == 0, done.stderr
+    assert (meter.high_alarm_v, meter.low_alarm_v) == (58.4, 10.5)
+    assert done.stdout.splitlines()[1:] == ['  high-voltage alarm above 58.40 V',
+                                            '  low-voltage alarm below  10.50 V']
+
+
+def test_a_lost_echo_does_not_fail_a_write_that_took(ctl):
+    meter = wind(3)
+    ctl.start(meter)
+    writes = on_write(meter, lambda request, reply: None)
+    done = ctl.run('set-alarm', '3', '--low', '11', '--yes')
+    assert done.returncode == 0, done.stderr
+    assert meter.low_alarm_v == 11.0
+    assert len(writes) == 1
+
+
+def test_an_echoed_write_the_meter_did_not_keep_fails(ctl):
+    meter = grid(1, power_alarm_w=2300)
+    ctl.start(meter)
+    on_write(meter, lambda request, reply: bytes(request), act=False)   # echo, value not kept
+    done = ctl.run('set-alarm', '1', '--power', '1000', '--yes')
+    assert done.returncode == 1
+    assert one_sentence(done.stderr) == (
+        'pzemctl: the meter at address 1 did not take the new power alarm: register 0x0001 '
+        'reads 2300, expected 1000')
+    assert meter.power_alarm_w == 2300
+
+
+@pytest.mark.parametrize('args, message', [
+    (('set-alarm', '1', '--high', '60', '--yes'),
+     '--high and --low are for a PZEM-017 (DC); the meter at address 1 is a PZEM-016: use '
+     '--power W'),
+    (('set-alarm', '3', '--power', '100', '--yes'),
+     '--power is for a PZEM-016 (AC); the meter at address 3 is a PZEM-017: use --high V and/or '
+     '--low V'),
+    (('set-alarm', '1', '--power', '30000', '--yes'),
+     'power alarm 30000 W is out of range 0..25000 W'),
+    (('set-alarm', '3', '--high', '400', '--yes'),
+     'high-voltage alarm 400 V is out of range 5..350 V'),
+    (('set-alarm', '3', '--low', '320', '--yes'),
+     'the high-voltage alarm (300.00 V) must be above the low-voltage alarm (320.00 V)'),
+    (('set-alarm', '3', '--yes'), 'give the voltage alarm thresholds: --high V and/or --low V'),
+])
+def test_set_alarm_refuses_what_does_not_fit_the_meter(ctl, args, message):
+    ac, dc = grid(1), wind(3)
+    ctl.start(ac, dc)
+    done = ctl.run(*args)
+    assert done.returncode == 2
+    assert one_sentence(done.stderr) == 'pzemctl: ' + message
+    assert (ac.power_alarm_w, dc.high_alarm_v, dc.low_alarm_v) == (2300, 300.0, 7.0)
+
+
+def test_set_range_on_a_pzem017(ctl):
+    meter = wind(3)
+    ctl.start(meter)
+    refused = ctl.run('set-range', '3', '200')
+    assert refused.returncode == 2 and meter.current_range == 100
+    assert 'refusing to set the shunt range of the PZEM-017 at address 3 on ttyUSB0 to 200 A ' \
+           '(now 100 A) without confirmation' in one_sentence(refused.stderr)
+    done = ctl.run('set-range', '3', '200', '--yes')
+    assert done.returncode == 0, done.stderr
+    assert meter.current_range == 200
+    assert done.stdout == 'shunt range of the PZEM-017 at address 3 on ttyUSB0: 200 A (was 100 A)\n'
+    assert ctl.run('info', '3').stdout.splitlines()[3] == '  shunt range              200 A'
+
+
+def test_set_range_refuses_an_ac_meter_and_odd_ranges(ctl):
+    meter = grid(1)
+    ctl.start(meter, wind(3))
+    done = ctl.run('set-range', '1', '200', '--yes')
+    assert done.returncode == 1
+    assert one_sentence(done.stderr) == ('pzemctl: the meter at address 1 is a PZEM-016 (AC): only '
+                                         'a PZEM-017 has a shunt range')
+    odd = ctl.run('set-range', '3', '150', '--yes')
+    assert odd.returncode == 2
+    assert "invalid choice: 150" in odd.stderr
+    assert ctl.sim.meter(3).current_range == 100
+
+
+# -- monitor ---------------------------------------------------------------------------------------
+
+MAP_WITH_GROUP = """\
+[1]
+group = house
+phase = L1
+role = grid
+name = House
+[2]
+group = house
+phase = L2
+[3]
+group = house
+phase = L3
+[4]
+role = dcsource
+name = Wind
+"""
+
+
+def test_monitor_shows_a_group_as_one_meter_with_its_phases(ctl):
+    ctl.write_map(MAP_WITH_GROUP)
+    ctl.start(grid(1, power=100.0, energy_wh=1000), grid(2, power=200.0, energy_wh=2000),
+              grid(3, power=300.0, energy_wh=3000), wind(4))
+    done = ctl.run('monitor', '--count', '2', '--interval', '0.2')
+    assert done.returncode == 0, done.stderr
+    snapshots = re.split(r'\n(?=ttyUSB0  )', done.stdout.strip())
+    assert len(snapshots) == 2
+    assert snapshots[0].startswith('ttyUSB0  ') and 'refresh 1' in snapshots[0]
+    assert 'refresh 2' in snapshots[1]
+    rows = [' '.join(line.split()) for line in snapshots[1].splitlines()[2:]]
+    assert rows == [
+        'ADDR METER ROLE NAME VOLTAGE CURRENT POWER ENERGY FREQ PF ALARM',
+        '1,2,3 PZEM-016 3-phase grid House 600.0 W 6.000 kWh',
+        'L1 1 PZEM-016 231.4 V 1.900 A 100.0 W 1.000 kWh 49.9 Hz 0.95 -',
+        'L2 2 PZEM-016 231.4 V 1.900 A 200.0 W 2.000 kWh 49.9 Hz 0.95 -',
+        'L3 3 PZEM-016 231.4 V 1.900 A 300.0 W 3.000 kWh 49.9 Hz 0.95 -',
+        '4 PZEM-017 dcsource Wind 13.44 V 0.10 A 1.3 W 0.002 kWh -']
+
+
+def test_monitor_shows_a_missing_phase_without_totals(ctl):
+    ctl.write_map(MAP_WITH_GROUP)
+    ctl.start(grid(1), grid(3), wind(4))
+    done = ctl.run('monitor', '--count', '1', '--timeout', '0.2')
+    assert done.returncode == 0, done.stderr
+    rows = [' '.join(line.split()) for line in done.stdout.splitlines()[2:]]
+    assert rows[1] == '1,2,3 PZEM-016 3-phase grid House L2 missing'
+    assert rows[3] == 'L2 2 ? no reply'
+
+
+def test_monitor_scan_finds_meters_without_a_map(ctl):
+    ctl.start(grid(7), wind(9))
+    done = ctl.run('monitor', '--scan', '--count', '1', *FAST)
+    assert done.returncode == 0, done.stderr
+    rows = [' '.join(line.split()) for line in done.stdout.splitlines()[3:5]]
+    assert rows == ['7 PZEM-016 grid 231.4 V 1.900 A 420.0 W 12.345 kWh 49.9 Hz 0.95 -',
+                    '9 PZEM-017 dcsource 13.44 V 0.10 A 1.3 W 0.002 kWh -']
+
+
+# -- pin / unpin -----------------------------------------------------------------------------------
+
+FOREIGN = 'ACTION=="add", ENV{ID_MODEL}=="GPS", ENV{VE_SERVICE}="gps"  # someone else\'s'
+
+
+def pin_env(tmp_path, **props):
+    """A PKG_ROOT in the test folder, and a USB adapter described in a properties file (this
+    machine has none)."""
+    root = tmp_path / 'root'
+    (root / 'data' / 'conf').mkdir(parents=True, exist_ok=True)
+    path = tmp_path / ('udev-%s.properties' % len(list(tmp_path.glob('udev-*'))))
+    path.write_text(''.join('%s=%s\n' % item for item in sorted(props.items())))
+    return {'PKG_ROOT': str(root), 'PZEMCTL_UDEV_PROPERTIES': str(path)}, root
+
+
+def test_pin_and_unpin_write_and_remove_exactly_their_own_rule(ctl, tmp_path):
+    ctl.start(grid(1))
+    by_serial, root = pin_env(tmp_path, ID_BUS='usb', ID_SERIAL_SHORT='A50285BI',
+                              ID_PATH='platform-xhci-hcd.0-usb-0:1:1.0', DEVNAME='/dev/ttyUSB0')
+    by_path, _ = pin_env(tmp_path, ID_BUS='usb', ID_PATH='platform-xhci-hcd.0-usb-0:2:1.0')
+    rules = root / 'data' / 'conf' / 'pzem-udev.rules'
+    installed = root / 'etc' / 'udev' / 'rules.d' / 'zz-pzem.rules'
+    rules.write_text('# my own notes\n' + FOREIGN + '\n')
+
+    done = ctl.run('pin', env=by_serial)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == (
+        'pinned ttyUSB0 (ID_SERIAL_SHORT=A50285BI) to the pzem driver in %s' % rules)
+    serial_rule = [
+        '# pzemctl pin ID_SERIAL_SHORT=A50285BI (was ttyUSB0)',
+        'ACTION=="add", SUBSYSTEM=="tty", ENV{ID_BUS}=="usb", ENV{ID_SERIAL_SHORT}=="A50285BI", '
+        'ENV{VE_SERVICE}="pzem"']
+    assert rules.read_text().splitlines() == ['# my own notes', FOREIGN] + serial_rule
+    assert installed.read_text() == rules.read_text()     # the installer's pins step ran
+
+    again = ctl.run('pin', env=by_serial)
+    assert again.stdout.startswith('pinned again ttyUSB0')
+    assert rules.read_text().splitlines() == ['# my own notes', FOREIGN] + serial_rule
+
+    assert ctl.run('pin', env=by_path).returncode == 0
+    path_rule = [
+        '# pzemctl pin ID_PATH=platform-xhci-hcd.0-usb-0:2:1.0 (was ttyUSB0)',
+        'ACTION=="add", SUBSYSTEM=="tty", ENV{ID_BUS}=="usb", '
+        'ENV{ID_PATH}=="platform-xhci-hcd.0-usb-0:2:1.0", ENV{VE_SERVICE}="pzem"']
+    assert rules.read_text().splitlines() == ['# my own notes', FOREIGN] + serial_rule + path_rule
+
+    done = ctl.run('unpin', env=by_serial)
+    assert done.returncode == 0, done.stderr
+    assert rules.read_text().splitlines() == ['# my own notes', FOREIGN] + path_rule
+    assert installed.read_text() == rules.read_text()
+    assert 'is not pinned' in ctl.run('unpin', env=by_serial).stdout
+
+
+def test_pin_refuses_a_port_that_is_not_usb(ctl, tmp_path):
+    ctl.start(grid(1))
+    env, root = pin_env(tmp_path, DEVNAME='/dev/ttyS0')
+    done = ctl.run('pin', env=env)
+    assert done.returncode == 1
+    assert one_sentence(done.stderr) == ('pzemctl: ttyUSB0 is not a USB adapter (ID_BUS=unknown): '
+                                         'only USB adapters can be pinned')
+    assert not (root / 'data' / 'conf' / 'pzem-udev.rules').exists()
+
+
+# -- check-config ----------------------------------------------------------------------------------
+
+def test_check_config_reports_each_problem_with_its_line(ctl, tmp_path):
+    broken = tmp_path / 'broken.conf'
+    broken.write_text('[1]\nrole = grid\n\n[2]\nrole = gridd\n[300]\nrole = acload\n'
+                      '[3]\ncolour = red\n')
+    done = ctl.run_raw('check-config', str(broken))
+    assert done.returncode == 1
+    lines = done.stdout.splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith('%s:5: [2] key \'role\': unknown role \'gridd\'' % broken)
+    assert lines[1].startswith('%s:6:' % broken) and '300' in lines[1]
+    assert lines[2].startswith("%s:9: [3] key 'colour': unknown key" % broken)
+    assert one_sentence(done.stderr) == 'pzemctl: 3 problem(s) in %s' % broken
+    # The same with a port before the command.
+    assert ctl.run_raw('ttyUSB0', 'check-config', str(broken)).stdout == done.stdout
+
+
+def test_check_config_of_a_good_map(ctl, tmp_path):
+    good = tmp_path / 'good.conf'
+    good.write_text(MAP_WITH_GROUP)
+    done = ctl.run_raw('check-config', str(good))
+    assert (done.returncode, done.stdout) == (0, '%s: no problems\n' % good)
+    missing = ctl.run_raw('check-config', str(tmp_path / 'nope.conf'))
+    assert missing.returncode == 1 and 'no such file' in missing.stdout
+
+
+# -- failures --------------------------------------------------------------------------------------
+
+def test_no_reply(ctl):
+    ctl.start(grid(1))
+    done = ctl.run('info', '9')
+    assert done.returncode == 1 and done.stdout == ''
+    assert one_sentence(done.stderr).startswith('pzemctl: No reply from meter 9 on ttyUSB0')
+
+
+def test_bad_crc(ctl):
+    meter = grid(1)
+    ctl.start(meter)
+    meter.inject('bad_crc')
+    done = ctl.run('info', '1')
+    assert done.returncode == 1
+    assert one_sentence(done.stderr) == (
+        'pzemctl: Meter 1 on ttyUSB0 sent a garbled reply: check the RS-485 wiring and '
+        'termination, and that no other meter has the same address.')
+
+
+def test_exception_reply_says_what_it_means(ctl):
+    meter = grid(1)
+    ctl.start(meter)
+    meter.inject('exception', code=2)
+    done = ctl.run('reset-energy', '1', '--yes')
+    assert done.returncode == 1
+    sentence = one_sentence(done.stderr)
+    assert 'exception 2 (illegal data address)' in sentence
+    assert meter.energy_wh == 12345
+
+
+def test_exception_reply_to_the_write_itself(ctl):
+    meter = wind(3)
+    ctl.start(meter)
+    refused = on_write(meter, lambda request, reply: with_crc(bytes((request[0], 0x86, 3))),
+                       act=False)
+    done = ctl.run('set-range', '3', '300', '--yes')
+    assert done.returncode == 1
+    assert 'exception 3 (illegal data value)' in one_sentence(done.stderr)
+    assert meter.current_range == 100 and len(refused) == 1
+
+
+def test_missing_port(ctl, tmp_path):
+    done = ctl.run_raw(str(tmp_path / 'ttyUSB9'), 'scan')
+    assert done.returncode == 1
+    assert one_sentence(done.stderr) == (
+        'pzemctl: serial port %s does not exist: is the USB RS-485 adapter plugged in '
+        '(ls /dev/ttyUSB*)?' % (tmp_path / 'ttyUSB9'))
+
+
+def test_port_that_vanishes_mid_scan(ctl):
+    ctl.start(grid(1))
+    proc = subprocess.Popen([sys.executable, PZEMCTL, ctl.link, 'scan', '--config', ctl.map_path],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            universal_newlines=True, env=ctl.env)
+    time.sleep(2.0)
+    ctl.stop()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert 'went away' in one_sentence(err) or 'failed' in one_sentence(err)
+
+
+# -- a port held by the driver ---------------------------------------------------------------------
+
+HOLDER = """\
+import sys, time
+port = open(sys.argv[1], 'rb')     # stands in for dbus-pzem holding its port
+open(sys.argv[2], 'w').write('ready')
+time.sleep(60)
+"""
+
+
+@pytest.fixture
+def holder(ctl, tmp_path):
+    """A stand-in driver process named dbus-pzem that keeps the port open."""
+    script = tmp_path / 'dbus-pzem'
+    script.write_text(HOLDER)
+    ready = tmp_path / 'ready'
+    procs = []
+
+    def start():
+        proc = subprocess.Popen([sys.executable, str(script), ctl.link, str(ready)])
+        procs.append(proc)
+        deadline = time.monotonic() + 10
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ready.unlink()
+        return proc
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def stand_in_serial_starter(tmp_path, proc):
+    """stop-tty.sh ends the stand-in driver, as svc -d would; both scripts log their calls.
+    Serial-starter does not run on the test machine."""
+    folder = tmp_path / 'serial-starter'
+    folder.mkdir()
+    log = tmp_path / 'serial-starter.log'
+    for name, action in (('stop-tty.sh', 'kill %d' % proc.pid), ('start-tty.sh', 'true')):
+        script = folder / name
+        script.write_text('#!/bin/sh\necho "%s $*" >> "%s"\n%s\n' % (name, log, action))
+        script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return log
+
+
+def test_port_held_by_the_driver_without_serial_starter_scripts(ctl, holder):
+    ctl.start(grid(1))
+    proc = holder()
+    done = ctl.run('info', '1')
+    assert done.returncode == 1
+    sentence = one_sentence(done.stderr)
+    assert sentence.startswith('pzemctl: ttyUSB0 is in use by process %d (' % proc.pid)
+    assert sentence.endswith('stop the driver first: svc -d /service/dbus-pzem.ttyUSB0 (svc -u '
+                             'to start it again afterwards)')
+    assert proc.poll() is None
+
+
+def test_port_held_by_the_driver_is_borrowed_and_handed_back(ctl, holder, tmp_path):
+    ctl.start(grid(1))
+    proc = holder()
+    log = stand_in_serial_starter(tmp_path, proc)
+    done = ctl.run('info', '1')
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith('PZEM-016 (AC) at address 1 on ttyUSB0')
+    assert log.read_text() == 'stop-tty.sh ttyUSB0\nstart-tty.sh ttyUSB0\n'
+    assert 'releasing it with' in done.stderr
+
+
+def test_port_is_handed_back_after_a_failure_too(ctl, holder, tmp_path):
+    ctl.start(grid(1))
+    proc = holder()
+    log = stand_in_serial_starter(tmp_path, proc)
+    done = ctl.run('info', '9')
+    assert done.returncode == 1
+    assert 'No reply from meter 9' in done.stderr.splitlines()[-1]
+    assert log.read_text() == 'stop-tty.sh ttyUSB0\nstart-tty.sh ttyUSB0\n'
+
+
+def test_a_running_service_counts_as_holding_the_port(ctl, tmp_path):
+    ctl.start(grid(1))
+    supervise = tmp_path / 'service' / 'dbus-pzem.ttyUSB0' / 'supervise'
+    supervise.mkdir(parents=True)
+    # daemontools status: 12 bytes TAI64N, then the pid (little endian), paused, want.
+    (supervise / 'status').write_bytes(b'\0' * 12 + (4242).to_bytes(4, 'little') + b'\0u')
+    done = ctl.run('info', '1')
+    assert done.returncode == 1
+    assert one_sentence(done.stderr).startswith(
+        'pzemctl: ttyUSB0 is in use by service dbus-pzem.ttyUSB0 and ')
+
+
+# -- usage -----------------------------------------------------------------------------------------
+
+def test_usage_errors_exit_2(ctl):
+    assert ctl.run_raw().returncode == 2
+    assert ctl.run_raw('ttyUSB0', 'explode').returncode == 2
+    helped = ctl.run_raw('--help')
+    assert helped.returncode == 0 and 'set-address' in helped.stdout
