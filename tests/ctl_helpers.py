@@ -27,7 +27,7 @@ class Ctl(object):
         self.env.update(PZEMCTL_SERIAL_STARTER_DIR=os.path.join(self.tmp, 'serial-starter'),
                         PZEMCTL_SERVICE_DIR=os.path.join(self.tmp, 'service'))
         self.env.pop('PKG_ROOT', None)
-        self.env.pop('PZEMCTL_UDEV_PROPERTIES', None)
+        self.env.pop('PZEM_UDEV_PROPERTIES', None)
         self.sim = None
 
     def start(self, *meters, **options):

@@ -84,12 +84,14 @@ class Rig(object):
         self.settings = subprocess.Popen(args, env=bus_env(self.address))
         pump_until(lambda: self.client.owner(SETTINGS), 5.0, 'the localsettings stand-in')
 
-    def start_driver(self, *extra, tty=None):
+    def start_driver(self, *extra, tty=None, env=None):
         self._log = open(self.log_path, 'a')
         args = [sys.executable, DRIVER, '--config', self.map_path] + self.driver_args + list(extra)
         args.append(tty or self.link)
         self.started = time.monotonic()
-        self.driver = subprocess.Popen(args, env=bus_env(self.address), stdout=self._log,
+        environment = bus_env(self.address)
+        environment.update(env or {})
+        self.driver = subprocess.Popen(args, env=environment, stdout=self._log,
                                        stderr=subprocess.STDOUT)
         return self.driver
 

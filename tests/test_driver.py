@@ -340,3 +340,16 @@ def test_a_vrm_instance_changed_in_settings_re_registers(rig):
     rig.wait_value(grid, '/DeviceInstance', lambda v: v == 47)
     rig.wait_value(grid, '/Connected', lambda v: v == 1)
     assert 'VRM instance changed to 47' in rig.log()
+
+
+def test_a_pinned_port_keeps_the_driver_up_until_a_meter_answers(tmp_path):
+    # udev's view of the adapter, as `pzemctl pin` leaves it (no USB adapter on this machine)
+    props = tmp_path / 'udev.properties'
+    props.write_text('ID_BUS=usb\nID_SERIAL_SHORT=A50285BI\nVE_SERVICE=pzem\n')
+    with Rig(tmp_path, [], '[1]\nrole = grid\n') as rig:
+        rig.start_driver('--reprobe', '1', env={'PZEM_UDEV_PROPERTIES': str(props)})
+        rig.pump(6.0)
+        assert rig.driver.poll() is None, rig.log()
+        assert 'pinned to this driver, so it stays' in rig.log()
+        rig.sim.add(grid_meter(1))
+        rig.wait_service(rig.service('grid', 1), timeout=5.0)

@@ -423,7 +423,7 @@ def pin_env(tmp_path, **props):
     (root / 'data' / 'conf').mkdir(parents=True, exist_ok=True)
     path = tmp_path / ('udev-%s.properties' % len(list(tmp_path.glob('udev-*'))))
     path.write_text(''.join('%s=%s\n' % item for item in sorted(props.items())))
-    return {'PKG_ROOT': str(root), 'PZEMCTL_UDEV_PROPERTIES': str(path)}, root
+    return {'PKG_ROOT': str(root), 'PZEM_UDEV_PROPERTIES': str(path)}, root
 
 
 def test_pin_and_unpin_write_and_remove_exactly_their_own_rule(ctl, tmp_path):

@@ -10,7 +10,7 @@ import signal
 import sys
 import time
 
-from . import meter_map, modbus
+from . import meter_map, modbus, udev
 from .poll import Poller, Wanted
 from .publisher import Instances, Publisher
 
@@ -55,6 +55,14 @@ def wanted_meters(the_map, port):
         else:
             singles.append(Wanted([config]))
     return singles + [Wanted(configs) for configs in groups.values()]
+
+
+def pinned(path):
+    """True when udev gives this port to our driver alone (a `pzemctl pin` rule)."""
+    try:
+        return udev.properties(path).get('VE_SERVICE') == 'pzem'
+    except LookupError:
+        return False
 
 
 def main(argv=None):
@@ -117,14 +125,19 @@ def main(argv=None):
     except modbus.PortGone as e:
         log.error('%s', e)
         return 1
-    if not found:
+    addresses = ', '.join(str(a) for w in wanted for a in w.addresses)
+    if found:
+        log.info('%s: %d meter(s) published in %.1fs', port, found, time.monotonic() - started)
+    elif pinned(bus.path):
+        # serial-starter restarts a pinned driver at once: exiting would only loop.
+        log.warning('no PZEM meter answered on %s at address %s yet; the port is pinned to this '
+                    'driver, so it stays and tries again every %gs', port, addresses, args.reprobe)
+    else:
         log.error('no PZEM meter answered on %s at address %s: exiting so serial-starter can '
-                  'try other drivers on this port', port,
-                  ', '.join(str(a) for w in wanted for a in w.addresses))
+                  'try other drivers on this port', port, addresses)
         poller.close()
         bus.close()
         return 2
-    log.info('%s: %d meter(s) published in %.1fs', port, found, time.monotonic() - started)
 
     def tick():
         try:

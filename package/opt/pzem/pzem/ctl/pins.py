@@ -8,7 +8,7 @@ import os
 import subprocess
 import tempfile
 
-from . import adapter
+from .. import udev
 from .console import Failure, note, say
 
 RULES = 'data/conf/pzem-udev.rules'
@@ -27,7 +27,10 @@ def rules_path():
 
 def match_for(port):
     """(udev key, value) that names this adapter: its USB serial number, else its USB port path."""
-    props = adapter.properties(port)
+    try:
+        props = udev.properties(port.path)
+    except LookupError as e:
+        raise Failure(str(e))
     if props.get('ID_BUS') != 'usb':
         raise Failure('%s is not a USB adapter (ID_BUS=%s): only USB adapters can be pinned'
                       % (port.name, props.get('ID_BUS', 'unknown')))

@@ -1,13 +1,11 @@
-"""The udev properties of a USB serial adapter (ID_BUS, ID_SERIAL_SHORT, ID_PATH, ...).
+"""The udev properties of a serial port (ID_BUS, ID_SERIAL_SHORT, ID_PATH, VE_SERVICE, ...).
 
 From `udevadm info -q property -n DEV` where udevadm exists (it does on Venus OS), else from
-sysfs. PZEMCTL_UDEV_PROPERTIES=FILE (KEY=VALUE lines) replaces both: the test machine has no USB
-adapter, so the tests describe one in a file.
+sysfs. PZEM_UDEV_PROPERTIES=FILE (KEY=VALUE lines) replaces both: the test machine has no USB
+adapter, so the tests describe one in a file. Failures raise LookupError with one clear sentence.
 """
 import os
 import subprocess
-
-from .console import Failure
 
 UDEVADM_DIRS = ('/bin', '/sbin', '/usr/bin', '/usr/sbin')
 
@@ -21,32 +19,33 @@ def parse(text):
     return props
 
 
-def properties(port):
-    override = os.environ.get('PZEMCTL_UDEV_PROPERTIES')
+def properties(path):
+    """The udev properties of the device at path (/dev/ttyUSB0)."""
+    override = os.environ.get('PZEM_UDEV_PROPERTIES')
     if override:
         try:
             with open(override) as f:
                 return parse(f.read())
         except OSError as e:
-            raise Failure('cannot read PZEMCTL_UDEV_PROPERTIES file %s: %s'
+            raise LookupError('cannot read PZEM_UDEV_PROPERTIES file %s: %s'
                           % (override, e.strerror))
     udevadm = next((os.path.join(d, 'udevadm') for d in UDEVADM_DIRS
                     if os.access(os.path.join(d, 'udevadm'), os.X_OK)), None)
     if udevadm:
-        done = subprocess.run([udevadm, 'info', '-q', 'property', '-n', port.path],
+        done = subprocess.run([udevadm, 'info', '-q', 'property', '-n', path],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               universal_newlines=True)
         if done.returncode != 0:
-            raise Failure('udevadm knows no device %s: %s' % (port.path, done.stderr.strip()))
+            raise LookupError('udevadm knows no device %s: %s' % (path, done.stderr.strip()))
         return parse(done.stdout)
-    return from_sysfs(port.name)
+    return from_sysfs(os.path.basename(os.path.realpath(path)))
 
 
 def from_sysfs(tty, sys_root='/sys'):
     """What udev would say, as far as sysfs tells it: ID_BUS, vendor, model and serial."""
     device = os.path.join(sys_root, 'class', 'tty', tty, 'device')
     if not os.path.exists(device):
-        raise Failure('%s is not a serial device the kernel knows (no %s)' % (tty, device))
+        raise LookupError('%s is not a serial device the kernel knows (no %s)' % (tty, device))
     here = os.path.realpath(device)
     while here != os.path.dirname(here):
         if os.path.isfile(os.path.join(here, 'idVendor')):
