@@ -19,7 +19,8 @@ def meter_spec(text):
         if not 1 <= address <= 247 or family not in FAMILIES:
             raise ValueError
     except ValueError:
-        raise argparse.ArgumentTypeError('%r: expected ADDRESS:ac or ADDRESS:dc, address 1..247' % text)
+        raise argparse.ArgumentTypeError(
+            '%r: expected ADDRESS:ac or ADDRESS:dc, address 1..247' % text)
     return FAMILIES[family](address)
 
 
@@ -57,8 +58,8 @@ def main(argv=None):
         if variation:
             variation.start()
         print('pzemsim: %s -> %s: %s; Ctrl-C stops' % (
-            args.link, bus.device, ', '.join('%s at %d' % (m.model, m.address) for m in bus.meters)),
-            flush=True)
+            args.link, bus.device,
+            ', '.join('%s at %d' % (m.model, m.address) for m in bus.meters)), flush=True)
         while not stop.wait(1.0):
             pass
         if variation:

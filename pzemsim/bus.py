@@ -25,9 +25,10 @@ GENERAL_ADDRESS = 0xF8
 
 class SimBus:
     def __init__(self, link, wire_time=False, turnaround=0.08, baudrate=9600, stopbits=2,
-                 quiet=0.02):
+                 quiet=0.02, echo=False):
         self.link = link
         self.wire_time = wire_time
+        self.echo = echo            # like an RS-485 adapter that echoes what the master sends
         self.turnaround = turnaround
         self.char_time = (1 + 8 + stopbits) / float(baudrate)   # start + data + stop bits
         self.meters = []
@@ -120,6 +121,8 @@ class SimBus:
                     if error.errno not in (errno.EAGAIN, errno.EIO):
                         raise
                     data = b''      # EIO: nobody has the slave open at this instant
+                if data and self.echo:
+                    self._write(data)
                 frames = self._framer.feed(data, now) if data else []
             else:
                 frames = self._framer.expire(now)
@@ -160,12 +163,16 @@ class SimBus:
 
     def _send_due(self, now):
         while self._due and self._due[0][0] <= now:
-            reply = heapq.heappop(self._due)[2]
-            try:
-                os.write(self._master, reply)
+            if self._write(heapq.heappop(self._due)[2]):
                 self._counts['replies'] += 1
-            except OSError:         # slave's input queue full or closed: the reply is lost
-                self._counts['lost'] += 1
+
+    def _write(self, data):
+        try:
+            os.write(self._master, data)
+            return True
+        except OSError:             # the slave's input queue is full: the bytes are lost
+            self._counts['lost'] += 1
+            return False
 
 
 def collide(replies):

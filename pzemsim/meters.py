@@ -41,7 +41,7 @@ class Meter:
 
     def __init__(self, address, energy_wh, seed):
         self.address = address
-        self.stats = Counter()      # requests, replies, exceptions, faults and one count per fault kind
+        self.stats = Counter()      # requests, replies, exceptions, faults, one count per fault
         self._lock = threading.RLock()
         self._faults = Faults()
         self._rng = random.Random(address if seed is None else seed)

@@ -40,15 +40,13 @@ class LoadVariation:
             phase = 2 * math.pi * i / max(len(self.meters), 1)
             wave = math.sin(2 * math.pi * t / self.period + phase)
             if isinstance(meter, AcMeter):
-                voltage = 230.0 + 3.0 * math.sin(t / 23.0 + phase)
-                power = 900.0 + 700.0 * wave
-                power_factor = 0.92 + 0.06 * math.sin(t / 31.0 + phase)
-                meter.set(voltage=round(voltage, 1), power=round(power, 1),
-                          power_factor=round(power_factor, 2),
+                voltage = round(230.0 + 3.0 * math.sin(t / 23.0 + phase), 1)
+                power = round(900.0 + 700.0 * wave, 1)
+                power_factor = round(0.92 + 0.06 * math.sin(t / 31.0 + phase), 2)
+                meter.set(voltage=voltage, power=power, power_factor=power_factor,
                           current=round(power / (voltage * power_factor), 3),
                           frequency=round(50.0 + 0.05 * math.sin(t / 7.0), 1))
             else:
-                voltage = 13.2 + 0.6 * wave
-                power = max(0.0, 120.0 + 110.0 * wave)
-                meter.set(voltage=round(voltage, 2), power=round(power, 1),
-                          current=round(power / voltage, 2))
+                voltage = round(13.2 + 0.6 * wave, 2)
+                power = round(max(0.0, 120.0 + 110.0 * wave), 1)
+                meter.set(voltage=voltage, power=power, current=round(power / voltage, 2))

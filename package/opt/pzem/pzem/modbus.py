@@ -56,8 +56,8 @@ class ExceptionReply(ModbusError):
     def __init__(self, code, message=None):
         self.code = code
         self.meaning = EXCEPTION_MEANINGS.get(code, 'unknown exception')
-        ModbusError.__init__(self, message or 'The meter refused the request with exception %d (%s).'
-                             % (code, self.meaning))
+        ModbusError.__init__(self, message or 'The meter refused the request with exception '
+                             '%d (%s).' % (code, self.meaning))
 
 
 class PortGone(ModbusError):
@@ -99,6 +99,7 @@ _PYMODBUS_FAILURES = (ModbusException, OSError, termios.error, struct.error, Ind
 # 2.x and older 3.x: an exception out of a transaction leaves the client's state busy, and the
 # next request then waits for the timeout first. Setting it back to idle prevents that.
 _IDLE = getattr(_PymodbusClient, 'state', None)
+_NOTHING = []
 
 
 class _Client(_PymodbusClient):
@@ -233,6 +234,9 @@ def _spoilt(reply, size, asked, function, count, where):
     if count and len(reply) >= 5 and reply[1] == function:
         other = reply[:5 + reply[2]]        # a good read reply of another length?
         if len(other) == 5 + reply[2] and not crc16(other):
+            if other[0] != asked and asked != GENERAL_ADDRESS:
+                return ('%s was asked but address %d answered: probably a late reply to an '
+                        'earlier request; a longer timeout may help.' % (where, other[0]))
             return ('%s sent %d data bytes where %d were asked: is it the other PZEM model?'
                     % (where, reply[2], 2 * count))
     starts_right = (reply[0] == asked or asked == GENERAL_ADDRESS) and \
@@ -299,7 +303,8 @@ class Bus:
                          **_CLIENT_OPTIONS)
         client.socket = port
         client.local_echo = self.local_echo
-        client.silent_interval = 0      # 2.x sleeps t3.5 before every request; the Bus waits only what is left
+        # 2.x sleeps t3.5 before nearly every request; the Bus waits only what is left of it
+        client.silent_interval = 0
         self._serial, self._client = port, client
 
     def close(self):
@@ -337,7 +342,8 @@ class Bus:
         return self._client.read_input_registers(start, count=count, **{_ADDRESS_KEYWORD: address})
 
     def _read_holding(self, address, start, count):
-        return self._client.read_holding_registers(start, count=count, **{_ADDRESS_KEYWORD: address})
+        return self._client.read_holding_registers(start, count=count,
+                                                   **{_ADDRESS_KEYWORD: address})
 
     def _write_register(self, address, register, value):
         return self._client.write_register(register, value, **{_ADDRESS_KEYWORD: address})
@@ -381,6 +387,9 @@ class Bus:
         client.received = b''
         client.expected = size
         client.port_error = client.echo_error = None
+        # 2.x reads the next reply of a meter that once timed out in one piece of the full
+        # success length, so a 5-byte exception reply would then cost the whole timeout.
+        getattr(client.transaction, '_no_response_devices', _NOTHING).clear()
         try:
             call(address, *args)
         except _PYMODBUS_FAILURES:
