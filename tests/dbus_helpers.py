@@ -60,7 +60,7 @@ def private_bus():
                 raise RuntimeError('dbus-daemon did not start: ' + log.read())
             yield address
         finally:
-            _stop(daemon)
+            stop_process(daemon)
             daemon.stdout.close()
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -122,7 +122,7 @@ def run_process(args, address, wait_for_name=None, timeout=5.0):
                 bus.close()
         yield proc
     finally:
-        _stop(proc)
+        stop_process(proc)
         log.close()
 
 
@@ -134,12 +134,13 @@ def run_pumping(args, address, timeout=10.0):
         try:
             pump_until(lambda: proc.poll() is not None, timeout, ' '.join(args))
         finally:
-            _stop(proc)
+            stop_process(proc)
         out.seek(0)
         return proc.returncode, out.read().decode(errors='replace')
 
 
-def _stop(proc):
+def stop_process(proc):
+    """Terminate a process this test run started (by its PID), kill it if it lingers."""
     if proc.poll() is None:
         proc.terminate()
         try:

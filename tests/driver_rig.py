@@ -11,23 +11,14 @@ import time
 
 import dbus
 
-from dbus_helpers import Client, SignalRecorder, bus_env, private_bus, pump, pump_until
+from dbus_helpers import (Client, SignalRecorder, bus_env, private_bus, pump, pump_until,
+                          stop_process)
 from pzemsim import SimBus
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DRIVER = os.path.join(ROOT, 'package', 'opt', 'pzem', 'dbus-pzem')
 FAKE_SETTINGS = os.path.join(ROOT, 'tests', 'fake_localsettings.py')
 SETTINGS = 'com.victronenergy.settings'
-
-
-def stop_process(proc, timeout=5.0):
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 class Rig(object):

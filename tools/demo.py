@@ -13,7 +13,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, 'tests'))
 
-from dbus_helpers import bus_env, private_bus  # noqa: E402
+from dbus_helpers import bus_env, private_bus, stop_process  # noqa: E402
 
 DEMO_MAP = """\
 # The demo's meter map: the same syntax as /data/conf/pzem.conf on a GX.
@@ -86,13 +86,7 @@ def main():
                 pass
         finally:
             for proc in reversed(started):
-                if proc.poll() is None:
-                    proc.terminate()
-                    try:
-                        proc.wait(5)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                        proc.wait()
+                stop_process(proc)
         with open(log_path) as log:
             print('demo: the driver said:\n' + log.read())
     return 0
