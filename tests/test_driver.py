@@ -353,3 +353,18 @@ def test_a_pinned_port_keeps_the_driver_up_until_a_meter_answers(tmp_path):
         assert 'pinned to this driver, so it stays' in rig.log()
         rig.sim.add(grid_meter(1))
         rig.wait_service(rig.service('grid', 1), timeout=5.0)
+
+
+def test_a_failed_re_registration_is_retried_and_polling_goes_on(rig):
+    grid = rig.service('grid', 1)
+    squatter = rig.service('acload', 1)
+    rig.client.bus.request_name(squatter, dbus.bus.NAME_FLAG_DO_NOT_QUEUE)
+    assert rig.client.set_value(grid, '/Role', 'acload') == 0
+    rig.wait_gone(grid)
+    rig.pump(1.0)
+    assert 'could not re-register' in rig.log()
+    assert rig.driver.poll() is None
+    rig.client.bus.release_name(squatter)
+    rig.wait_service(squatter, timeout=15.0)
+    rig.wait_value(squatter, '/Connected', lambda v: v == 1)
+    assert rig.value(squatter, '/Role') == 'acload'

@@ -146,6 +146,9 @@ def main(argv=None):
             log.error('%s', e)
             stop(1)
             return False
+        except Exception:   # a bug must not end the polling of every meter silently
+            log.exception('poll failed; going on')
+            delay = options['interval']
         GLib.timeout_add(int(delay * 1000), tick)
         return False
 

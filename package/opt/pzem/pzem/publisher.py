@@ -5,14 +5,16 @@ position and name, so a change from the GUI is written there first and refused i
 """
 import logging
 import re
+import time
 
-from . import meter_map, roles, settings
+from . import map_update, roles, settings
 from .busitem import BusItemService
 
 PRODUCT_ID = 0xFFFF     # no Victron-assigned id; 0xFFFF is velib's "unknown product"
 MAX_NAME = 32           # the GUI's CustomName limit
 ENERGY_DIRECTION = {'dcsource': 'Out', 'dcload': 'In', 'dcsystem': 'In'}
 ALARM_LEVEL = {0: 0, 0xFFFF: 2}
+RETRY_SECONDS = 10
 
 log = logging.getLogger('pzem')
 
@@ -45,6 +47,8 @@ class Publisher(object):
         self.instances = instances
         self.ident = ident_for(port, min(m.address for _, m in phases))
         self.service = None
+        self.clock = time.monotonic
+        self._retry_at = None
         self._watch = None
         self._publish = []      # (path, phase index, field, is alarm), made once per role
         self._start()
@@ -132,8 +136,12 @@ class Publisher(object):
 
     def update(self):
         """Publish the phases' current readings in one ItemsChanged (only what changed)."""
-        readings = [m.reading for _, m in self.phases]
         svc = self.service
+        if svc is None:     # re-registering failed: try again now and then
+            if self._retry_at is not None and self.clock() >= self._retry_at:
+                self._restart()
+            return
+        readings = [m.reading for _, m in self.phases]
         with svc:
             svc['/Connected'] = 1 if any(m.connected for _, m in self.phases) else 0
             for path, index, name, alarm in self._publish:
@@ -171,8 +179,8 @@ class Publisher(object):
     def _write_map(self, changes):
         sections = self.place.sections or ['%s:%d' % (self.port, self.phases[0][1].address)]
         try:
-            meter_map.update_many(self.map_path, {s: changes for s in sections})
-        except meter_map.MapWriteError as e:
+            map_update.update_many(self.map_path, {s: changes for s in sections})
+        except map_update.MapWriteError as e:
             log.error('%s: change refused, the map could not be written: %s', self.label, e)
             return False
         self.place.sections = sections
@@ -220,7 +228,14 @@ class Publisher(object):
 
     def _restart(self):
         self.close()
-        self._start()
+        try:
+            self._start()
+            self._retry_at = None
+        except Exception as e:      # D-Bus trouble: keep polling, try again later
+            self.close()
+            self._retry_at = self.clock() + RETRY_SECONDS
+            log.error('%s: could not re-register (%s); trying again in %ds', self.label, e,
+                      RETRY_SECONDS)
 
     def close(self):
         if self._watch is not None:
