@@ -10,8 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pzem import meter_map, roles
-from pzem.meter_map import MapWriteError, MeterConfig
+from pzem import map_update, meter_map, roles
+from pzem.map_update import MapWriteError
+from pzem.meter_map import MeterConfig
 
 EXAMPLE = """\
 # /data/conf/pzem.conf
@@ -449,7 +450,7 @@ def test_check(tmp_path):
 
 def test_changing_values_keeps_every_other_byte(tmp_path):
     path = write(tmp_path, EXAMPLE)
-    assert meter_map.update(path, '1', {'role': 'genset', 'name': 'Generator'}) is True
+    assert map_update.update(path, '1', {'role': 'genset', 'name': 'Generator'}) is True
     assert read(path) == EXAMPLE.replace(
         'role = grid            # grid |', 'role = genset            # grid |').replace(
         'name = MultiPlus AC in # optional', 'name = Generator # optional')
@@ -460,26 +461,26 @@ def test_changing_values_keeps_every_other_byte(tmp_path):
 def test_a_new_key_goes_after_the_sections_last_key_line(tmp_path):
     text = '[1]\n  role = pvinverter  # PV\n# a note about [1]\n\n[2]\nrole = grid\n'
     path = write(tmp_path, text)
-    meter_map.update(path, '1', {'position': 2, 'name': 'Roof'})
+    map_update.update(path, '1', {'position': 2, 'name': 'Roof'})
     assert read(path) == ('[1]\n  role = pvinverter  # PV\n  position = 2\n  name = Roof\n'
                           '# a note about [1]\n\n[2]\nrole = grid\n')
 
 
 def test_none_removes_a_key_and_an_empty_name_too(tmp_path):
     path = write(tmp_path, '[2]\nrole = acload # load\nposition = 1   # input\nname = X\n# end\n')
-    meter_map.update(path, '2', {'position': None, 'name': ''})
+    map_update.update(path, '2', {'position': None, 'name': ''})
     assert read(path) == '[2]\nrole = acload # load\n# end\n'
 
 
 def test_a_value_after_an_empty_one_stays_apart_from_the_comment(tmp_path):
     path = write(tmp_path, '[2]\nname =# nothing yet\n')
-    meter_map.update(path, '2', {'name': 'Fridge'})
+    map_update.update(path, '2', {'name': 'Fridge'})
     assert read(path) == '[2]\nname = Fridge # nothing yet\n'
 
 
 def test_a_missing_section_is_appended_at_the_end(tmp_path):
     path = write(tmp_path, '# my map\n[1]\nrole = grid')       # no newline at the end
-    meter_map.update(path, 'ttyUSB0:2', {'role': 'inverter0', 'name': 'PV'})
+    map_update.update(path, 'ttyUSB0:2', {'role': 'inverter0', 'name': 'PV'})
     assert read(path) == ('# my map\n[1]\nrole = grid\n\n[ttyUSB0:2]\nrole = pvinverter\n'
                           'position = 0\nname = PV\n')
     assert meter_map.load(path).meters_for('ttyUSB0')[1] == MeterConfig(
@@ -488,30 +489,30 @@ def test_a_missing_section_is_appended_at_the_end(tmp_path):
 
 def test_the_file_and_its_directory_are_created(tmp_path):
     path = str(tmp_path / 'data' / 'conf' / 'pzem.conf')
-    meter_map.update(path, 'ttyUSB0:1', {'role': 'acload', 'position': None, 'name': 'Kitchen'})
+    map_update.update(path, 'ttyUSB0:1', {'role': 'acload', 'position': None, 'name': 'Kitchen'})
     assert read(path) == '[ttyUSB0:1]\nrole = acload\nname = Kitchen\n'
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
 
 
 def test_an_old_role_name_is_written_as_role_and_position(tmp_path):
     path = write(tmp_path, '[1]\nrole = grid\n')
-    meter_map.update(path, '1', {'role': 'inverter', 'position': None})
+    map_update.update(path, '1', {'role': 'inverter', 'position': None})
     assert read(path) == '[1]\nrole = pvinverter\nposition = 1\n'
     with pytest.raises(MapWriteError, match='role inverter means position 1, not 2'):
-        meter_map.update(path, '1', {'role': 'inverter', 'position': 2})
+        map_update.update(path, '1', {'role': 'inverter', 'position': 2})
 
 
 def test_a_name_with_space_hash_is_quoted_and_reads_back(tmp_path):
     path = write(tmp_path, '[1]\nname = old\n')
-    meter_map.update(path, '1', {'name': 'Pump #2'})
+    map_update.update(path, '1', {'name': 'Pump #2'})
     assert read(path) == '[1]\nname = "Pump #2"\n'
     assert meter_map.load(path).meters_for('x')[0].name == 'Pump #2'
 
 
 def test_crlf_files_stay_crlf(tmp_path):
     path = write(tmp_path, '[1]\r\nrole = grid\r\n')
-    meter_map.update(path, '1', {'name': 'A'})
-    meter_map.update(path, '2', {'role': 'acload'})
+    map_update.update(path, '1', {'name': 'A'})
+    map_update.update(path, '2', {'role': 'acload'})
     assert read(path) == '[1]\r\nrole = grid\r\nname = A\r\n\r\n[2]\r\nrole = acload\r\n'
 
 
@@ -521,7 +522,7 @@ def test_a_group_is_written_in_one_replace(tmp_path, monkeypatch):
     real_replace = os.replace
     monkeypatch.setattr(os, 'replace', lambda a, b: replaced.append(b) or real_replace(a, b))
     changes = {'role': 'acload', 'position': 1, 'name': None}
-    meter_map.update_many(path, {c.section: changes
+    map_update.update_many(path, {c.section: changes
                                  for c in meter_map.load(path).groups_for('ttyUSB0')['house']})
     assert replaced == [path]
     assert read(path) == """\
@@ -551,14 +552,14 @@ role = acload
 def test_the_mode_of_the_file_is_kept(tmp_path):
     path = write(tmp_path, '[1]\n')
     os.chmod(path, 0o600)
-    meter_map.update(path, '1', {'role': 'grid'})
+    map_update.update(path, '1', {'role': 'grid'})
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
 
 def test_no_change_no_write(tmp_path, monkeypatch):
     path = write(tmp_path, '[1]\nrole = grid # x\n')
     monkeypatch.setattr(os, 'replace', lambda a, b: pytest.fail('wrote an unchanged map'))
-    assert meter_map.update(path, '1', {'role': 'grid', 'position': None}) is False
+    assert map_update.update(path, '1', {'role': 'grid', 'position': None}) is False
 
 
 @pytest.mark.parametrize('failing', ['replace', 'fsync'])
@@ -571,7 +572,7 @@ def test_a_failed_write_leaves_the_original_untouched(tmp_path, monkeypatch, fai
     monkeypatch.setattr(os, failing, fail)
     with pytest.raises(MapWriteError, match='cannot write %s: No space left on device'
                        % re.escape(path)):
-        meter_map.update(path, '1', {'role': 'acload'})
+        map_update.update(path, '1', {'role': 'acload'})
     assert read(path) == EXAMPLE
     assert sorted(os.listdir(str(tmp_path))) == before       # no temp file left behind
 
@@ -590,20 +591,20 @@ def test_a_failed_write_leaves_the_original_untouched(tmp_path, monkeypatch, fai
 def test_bad_changes_are_refused_and_nothing_written(tmp_path, section, changes, message):
     path = write(tmp_path, '[1]\nrole = grid\n')
     with pytest.raises(MapWriteError, match=message):
-        meter_map.update(path, section, changes)
+        map_update.update(path, section, changes)
     assert read(path) == '[1]\nrole = grid\n'
 
 
 def test_a_map_that_is_not_text_is_not_overwritten(tmp_path):
     path = write(tmp_path, b'[1]\nrole = \xff\n')
     with pytest.raises(MapWriteError, match='not UTF-8'):
-        meter_map.update(path, '1', {'role': 'grid'})
+        map_update.update(path, '1', {'role': 'grid'})
     assert open(path, 'rb').read() == b'[1]\nrole = \xff\n'
 
 
 def test_bus_settings_can_be_written(tmp_path):
     path = write(tmp_path, '')
-    meter_map.update(path, 'bus:ttyUSB0', {'interval': 0.5, 'local_echo': True})
+    map_update.update(path, 'bus:ttyUSB0', {'interval': 0.5, 'local_echo': True})
     assert read(path) == '[bus:ttyUSB0]\ninterval = 0.5\nlocal_echo = yes\n'
     assert meter_map.load(path).bus_options('ttyUSB0') == {'interval': 0.5, 'local_echo': True}
 
@@ -754,7 +755,7 @@ def test_update_then_load_round_trip(base, changes, data, on_port):
         assert meter_map.load(path).problems == []
         name = changes.get('name')
         try:
-            meter_map.update(path, header, changes)
+            map_update.update(path, header, changes)
         except MapWriteError:
             # Only a name that needs quotes and holds '"' before a comment sign cannot be
             # written so that it reads back the same.

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from pzem import modbus
-from pzem.modbus import (Bus, BadFrame, ExceptionReply, ModbusError, NoReply, PortGone,
-                         check_reply, request_frame)
+from pzem.modbus import Bus, BadFrame, ExceptionReply, ModbusError, NoReply, PortGone
+from pzem.rtu import check_reply, request_frame
 from pzemsim import AcMeter, DcMeter, with_crc
 from sim_fixtures import ScriptedMeter, modbus_bus, sim_bus  # noqa: F401 (pytest fixtures)
 

@@ -2,8 +2,7 @@
 
 Reading never raises. Every problem becomes one line "FILE:LINE: [section] key 'x': message" in
 MeterMap.problems; a section with a bad value is left out as a whole (a role is never guessed)
-and the rest of the map works. Writing (update, update_many) changes only the lines it must,
-keeps every comment, and replaces the file atomically.
+and the rest of the map works. Writing it back is map_update's job.
 
 Syntax beyond the commented example in the design notes:
 - `#` and `;` start a comment: a whole line, or inline where they open the value or follow
@@ -17,14 +16,10 @@ Syntax beyond the commented example in the design notes:
   published with a role the user did not give.
 """
 import collections
-import contextlib
 import difflib
-import fcntl
 import math
 import os
 import re
-import stat
-import tempfile
 import unicodedata
 from dataclasses import dataclass
 from typing import Optional
@@ -57,10 +52,6 @@ _INT = re.compile(r'-?[0-9]+$')
 _NUMBER = re.compile(r'(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$')
 
 
-class MapWriteError(Exception):
-    """The map was not changed; str() says why. The file on disk is as it was."""
-
-
 @dataclass(frozen=True)
 class MeterConfig:
     """One meter of the map, resolved for one port."""
@@ -72,7 +63,7 @@ class MeterConfig:
     model: Optional[str] = None         # 'ac' or 'dc' when the map overrides auto-detection
     group: Optional[str] = None         # members of a group are published as one meter
     phase: Optional[str] = None         # 'L1'..'L3' for a group member
-    section: Optional[str] = None       # the header as written, e.g. 'ttyUSB0:1' (for update)
+    section: Optional[str] = None       # the header as written, e.g. 'ttyUSB0:1' (for map_update)
     line: int = 0                       # line of that header
 
 
@@ -578,224 +569,6 @@ def _resolve_group(the_map, name, members):
         the_map._meters[s.ident[1:]] = MeterConfig(
             s.ident[2], role, position, values.get('name', (None,))[0], None, model, name,
             s.values['phase'][0], section=s.header, line=s.line)
-
-
-# -- writing ---------------------------------------------------------------------------------------
-
-def update(path, section, changes):
-    """Write `changes` ({key: value or None to remove}) into `section` (e.g. '1', 'ttyUSB0:1',
-    'bus'). Returns True if the file changed. Raises MapWriteError; the file is then untouched."""
-    return update_many(path, {section: changes})
-
-
-def update_many(path, changes_by_section):
-    """Write {section: changes} in one atomic replace (for a phase group: the same changes
-    for every member section, so that none keeps an old, conflicting value).
-
-    A value replaces the old one in place (an inline comment stays); a new key goes after the
-    section's last key line; a missing section is appended at the end of the file, which is
-    created if needed. An old role name (inverter0) is written as the role plus its position,
-    and name '' removes the name. A change that would leave a section out is refused.
-    """
-    edits = []
-    for section, changes in changes_by_section.items():
-        try:
-            edits.append((_section_ident(str(section).strip().strip('[]').strip()), changes))
-        except _Bad as e:
-            raise MapWriteError('section [%s]: %s' % (_show(section, quote=False), e))
-    settings = [(ident, _settings(ident, changes)) for ident, changes in edits]
-    path = os.path.realpath(path)
-    directory = os.path.dirname(path)
-    try:
-        os.makedirs(directory, exist_ok=True)
-        with _locked(directory):
-            old = _read_for_update(path)
-            bom = '\ufeff' if old.startswith('\ufeff') else ''
-            lines = old[len(bom):].split('\n')
-            for ident, pairs in settings:
-                for key, text in pairs:
-                    lines = _set_key(lines, ident, key, text)
-            new = bom + '\n'.join(lines)
-            if new == old:
-                return False
-            _refuse_new_problems(path, old, new, [ident for ident, _ in edits])
-            _write_atomic(path, new.encode('utf-8'))
-    except OSError as e:
-        raise MapWriteError('cannot write %s: %s' % (path, e.strerror or e))
-    return True
-
-
-def _settings(ident, changes):
-    """[(key, text or None)] for a section's changes, each value checked as load() would."""
-    keys = METER_KEYS if ident[0] == 'meter' else BUS_KEYS
-    changes = dict(changes)
-    unknown = [k for k in changes if k not in keys]
-    if unknown:
-        raise MapWriteError('cannot write %s into [%s]: %s keys are %s' % (
-            ', '.join(map(str, unknown)), _section_text(ident), ident[0], ', '.join(keys)))
-    if isinstance(changes.get('role'), str):
-        changes['role'] = changes['role'].strip().lower()
-    if changes.get('role') in roles.ALIASES:
-        role, implied = roles.ALIASES[changes['role']]
-        if changes.get('position') not in (None, implied):
-            raise MapWriteError('role %s means position %d, not %s'
-                                % (changes['role'], implied, changes['position']))
-        changes.update(role=role, position=implied)
-    if changes.get('name') == '':
-        changes['name'] = None
-    return [(k, None if changes[k] is None else _format(k, changes[k]))
-            for k in keys if k in changes]
-
-
-def _format(key, value):
-    if isinstance(value, bool):
-        text = 'yes' if value else 'no'
-    elif isinstance(value, float):
-        text = repr(value)
-    else:
-        text = str(value)
-    if '\n' in text or '\r' in text:
-        raise MapWriteError('%s %s: a value cannot span lines' % (key, _show(text)))
-    if key == 'name' and (text != text.strip() or text.startswith('"') or _COMMENT.search(text)):
-        text = '"%s"' % text
-    written = _split_key_line('%s = %s' % (key, text))[3]
-    try:
-        if written == '':
-            raise _Bad('no value given')
-        read_back = _VALUE[key](written)
-    except _Bad as e:
-        raise MapWriteError('%s %s: %s' % (key, _show(str(value)), e))
-    if key == 'name' and read_back != value:
-        raise MapWriteError('name %s cannot be written so that it reads back the same'
-                            % _show(value))
-    return text
-
-
-def _section_span(lines, ident):
-    """(header index, end index) of the first section with this identity, or None."""
-    start = None
-    for i, line in enumerate(lines):
-        stripped = line.strip()
-        if not stripped.startswith('['):
-            continue
-        if start is not None:
-            return start, i
-        match = _HEADER.match(stripped)
-        try:
-            if match and _section_ident(match.group(1).strip()) == ident:
-                start = i
-        except _Bad:
-            pass
-    return None if start is None else (start, len(lines))
-
-
-def _set_key(lines, ident, key, text):
-    """lines with key set to text (None: its lines removed) in the section `ident`."""
-    span = _section_span(lines, ident)
-    if span is None:
-        if text is None:
-            return lines
-        eol = '\r' if any(line.endswith('\r') for line in lines) else ''
-        body = lines[:-1] if lines[-1] == '' else lines
-        gap = [eol] if body and body[-1].strip() else []
-        return body + gap + ['[%s]%s' % (_section_text(ident), eol),
-                             '%s = %s%s' % (key, text, eol), '']
-    start, end = span
-    key_lines = [i for i in range(start + 1, end)
-                 if (lines[i].strip()[:1] not in ('#', ';')) and _split_key_line(lines[i])]
-    mine = [i for i in key_lines if _split_key_line(lines[i])[0].lower() == key]
-    if text is None:
-        return [line for i, line in enumerate(lines) if i not in mine]
-    lines = list(lines)
-    for i in mine:
-        lines[i] = _replace_value(lines[i], text)
-    if not mine:
-        after = key_lines[-1] if key_lines else start
-        indent = re.match(r'[ \t]*', lines[after]).group() if key_lines else ''
-        eol = '\r' if lines[start].endswith('\r') else ''
-        lines.insert(after + 1, '%s%s = %s%s' % (indent, key, text, eol))
-    return lines
-
-
-def _replace_value(line, text):
-    _, start, end, _ = _split_key_line(line)
-    before, after = line[:start], line[end:]
-    if start == end:    # an empty value: keep the new one apart from '=' and from a comment
-        before += ' ' if before.endswith(('=', ':')) else ''
-        after = (' ' if after[:1] in ('#', ';') else '') + after
-    return before + text + after
-
-
-def _refuse_new_problems(path, old, new, idents):
-    """Raise if the new text leaves out a section that was fine (or absent) before."""
-    before, after = parse(old, path), parse(new, path)
-    spoiled = [i for i in idents if i in after._left_out and i not in before._left_out]
-    if spoiled:
-        known = {_strip_place(p, path) for p in before.problems}
-        news = [_strip_place(p, path) for p in after.problems
-                if _strip_place(p, path) not in known]
-        raise MapWriteError('not written: the map would then leave out [%s]: %s' % (
-            ', '.join(_section_text(i) for i in spoiled), ' | '.join(news) or 'a problem'))
-
-
-def _strip_place(problem, source):
-    """A problem without its file and line numbers, to compare the map before and after."""
-    text = problem[len(source) + 1:].lstrip('0123456789').lstrip(': ')
-    return re.sub('line [0-9]+', 'line N', text)
-
-
-@contextlib.contextmanager
-def _locked(directory):
-    """One writer at a time: every port's driver may write the same map."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-def _read_for_update(path):
-    try:
-        with open(path, 'rb') as f:
-            data = f.read()
-    except FileNotFoundError:
-        return ''
-    try:
-        return _decode(data)
-    except _Bad as e:
-        raise MapWriteError('%s:%d: %s; not changing it' % (path, e.args[1], e.args[0]))
-
-
-def _write_atomic(path, data):
-    """Replace path by data: temp file in the same directory, fsync, same mode, os.replace."""
-    directory = os.path.dirname(path)
-    try:
-        old = os.stat(path)
-    except FileNotFoundError:
-        old = None
-    fd, temp = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), dir=directory)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(temp, stat.S_IMODE(old.st_mode) if old else 0o644)
-        if old:
-            with contextlib.suppress(OSError):
-                os.chown(temp, old.st_uid, old.st_gid)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-    # The rename itself must survive a power cut too; a failure here leaves the new file in place.
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 # -- messages --------------------------------------------------------------------------------------

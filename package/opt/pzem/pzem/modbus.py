@@ -2,10 +2,10 @@
 
 Only this module imports pymodbus and pyserial. pymodbus (2.3.0 or 2.5.3 on Venus OS,
 3.x up to 3.16 elsewhere) builds, sends and reads the register requests; the bytes that
-came back are then judged here, so what counts as a good reply is the same whatever the
-pymodbus version. Two requests go out as raw frames on the same port instead: reset energy
-(function 0x42, unknown to pymodbus) and anything sent to the general address 0xF8, whose
-reply carries the meter's own address, which pymodbus would throw away.
+came back are then judged by rtu.check_reply, the same whatever the pymodbus version. Two
+requests go out as raw frames on the same port instead: reset energy (function 0x42, unknown
+to pymodbus) and anything sent to the general address 0xF8, whose reply carries the meter's
+own address, which pymodbus would throw away.
 
 A Bus serves one port from one thread. Nothing is retried here: the caller decides.
 """
@@ -17,7 +17,6 @@ import os
 import struct
 import termios
 import time
-from functools import lru_cache
 
 import serial
 from pymodbus.exceptions import ModbusException, ModbusIOException
@@ -27,41 +26,10 @@ try:
 except ImportError:
     from pymodbus.client.sync import ModbusSerialClient as _PymodbusClient  # 2.x
 
-READ_HOLDING, READ_INPUT, WRITE_REGISTER, RESET_ENERGY = 0x03, 0x04, 0x06, 0x42
-GENERAL_ADDRESS = 0xF8
-
-EXCEPTION_MEANINGS = {1: 'illegal function', 2: 'illegal data address',
-                      3: 'illegal data value', 4: 'slave device failure'}
-_EXCEPTION_ADVICE = {1: 'the meter does not support this request',
-                     2: 'that register does not exist on this meter model',
-                     3: 'the meter does not accept that value',
-                     4: 'the meter reported an internal failure; power-cycle it if this persists'}
-
-
-class ModbusError(Exception):
-    """Base of every failure below; str() is one sentence a person on the GX can act on."""
-
-
-class NoReply(ModbusError):
-    """Nothing (valid) came back before the timeout."""
-
-
-class BadFrame(ModbusError):
-    """A reply came but cannot be used: CRC error, truncated, wrong address, function or length."""
-
-
-class ExceptionReply(ModbusError):
-    """The meter answered with a Modbus exception; .code and .meaning say which."""
-
-    def __init__(self, code, message=None):
-        self.code = code
-        self.meaning = EXCEPTION_MEANINGS.get(code, 'unknown exception')
-        ModbusError.__init__(self, message or 'The meter refused the request with exception '
-                             '%d (%s).' % (code, self.meaning))
-
-
-class PortGone(ModbusError):
-    """The serial device vanished or cannot be opened."""
+from .rtu import (EXCEPTION_MEANINGS, BadFrame, ExceptionReply,  # noqa: F401 (re-exported)
+                  ModbusError, NoReply, PortGone)
+from .rtu import (GENERAL_ADDRESS, READ_HOLDING, READ_INPUT, RESET_ENERGY, WRITE_REGISTER,
+                  check_reply, request_frame)
 
 
 # -- pymodbus 2.x / 3.x differences, settled once -----------------------------------------
@@ -157,96 +125,7 @@ def _read_reply(port, size):
     return head + port.read((5 if head[1] & 0x80 else size) - 2)
 
 
-# -- frames -------------------------------------------------------------------------------
-
-def _crc_table():
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-        table.append(crc)
-    return table
-
-
-_CRC_TABLE = _crc_table()
-
-
-def crc16(data):
-    """CRC-16/MODBUS. Over a frame that ends in its own CRC (low byte first) it is 0."""
-    crc = 0xFFFF
-    for byte in data:
-        crc = (crc >> 8) ^ _CRC_TABLE[(crc ^ byte) & 0xFF]
-    return crc
-
-
-@lru_cache(maxsize=256)
-def request_frame(address, function, *words):
-    """`address function words... crc`: the bytes of a request (cached: polls repeat)."""
-    frame = struct.pack('>BB%dH' % len(words), address, function, *words)
-    crc = crc16(frame)
-    return frame + bytes((crc & 0xFF, crc >> 8))
-
-
-def check_reply(request, reply, count=None, port='the bus', timeout=None):
-    """The registers in `reply` when `count` registers were asked, else None for a correct
-    echo (write, reset). Raises NoReply, BadFrame or ExceptionReply otherwise.
-
-    Only a frame at the very start of the reply passes, with a good CRC, the asked address
-    (any meter's when the general address 0xF8 was asked), the asked function and the asked
-    length. Bytes after it are ignored, as pymodbus 2.x never reads them."""
-    asked, function = request[0], request[1]
-    where = 'meter %d on %s' % (asked, port) if asked != GENERAL_ADDRESS else \
-        'the meter at the general address 0xF8 on %s' % port
-    if not reply:
-        raise NoReply('No reply from %s%s: check that it is powered, its address and the '
-                      'RS-485 wiring.' % (where, ' within %g s' % timeout if timeout else ''))
-    where = where[0].upper() + where[1:]
-    exception = len(reply) >= 2 and reply[1] == function | 0x80
-    size = 5 if exception else (5 + 2 * count if count else len(request))
-    frame = reply[:size]
-    if len(frame) < size or crc16(frame):
-        raise BadFrame(_spoilt(reply, size, asked, function, count, where))
-    if frame[0] != asked and not (asked == GENERAL_ADDRESS and 1 <= frame[0] <= 247):
-        raise BadFrame('%s was asked but address %d answered: probably a late reply to an '
-                       'earlier request; a longer timeout may help.' % (where, frame[0]))
-    if exception:
-        code = frame[2]
-        raise ExceptionReply(code, '%s refused the request with exception %d (%s): %s.' % (
-            where, code, EXCEPTION_MEANINGS.get(code, 'unknown'),
-            _EXCEPTION_ADVICE.get(code, 'see the meter manual')))
-    if frame[1] != function:
-        raise BadFrame('%s answered with function %d to a function %d request: is it a PZEM '
-                       'meter?' % (where, frame[1], function))
-    if count:
-        if frame[2] != 2 * count:
-            raise BadFrame('%s sent %d data bytes where %d were asked: is it the other PZEM '
-                           'model?' % (where, frame[2], 2 * count))
-        return list(struct.unpack('>%dH' % count, frame[3:-2]))
-    if frame[1:-2] != request[1:-2]:
-        raise BadFrame('%s did not echo the request exactly: read the value back to check '
-                       'it.' % where)
-    return None
-
-
-def _spoilt(reply, size, asked, function, count, where):
-    """Why a reply without a good frame of the expected size at its start is unusable."""
-    if count and len(reply) >= 5 and reply[1] == function:
-        other = reply[:5 + reply[2]]        # a good read reply of another length?
-        if len(other) == 5 + reply[2] and not crc16(other):
-            if other[0] != asked and asked != GENERAL_ADDRESS:
-                return ('%s was asked but address %d answered: probably a late reply to an '
-                        'earlier request; a longer timeout may help.' % (where, other[0]))
-            return ('%s sent %d data bytes where %d were asked: is it the other PZEM model?'
-                    % (where, reply[2], 2 * count))
-    starts_right = (reply[0] == asked or asked == GENERAL_ADDRESS) and \
-        reply[1:2] in (b'', bytes((function,)), bytes((function | 0x80,)))
-    if len(reply) < size and starts_right:
-        return ('%s sent an incomplete reply (%d of %d bytes): check the RS-485 wiring and '
-                'termination.' % (where, len(reply), size))
-    return ('%s sent a garbled reply: check the RS-485 wiring and termination, and that no '
-            'other meter has the same address.' % where)
-
+# -- request arguments --------------------------------------------------------------------
 
 def _check_count(count):
     if not 1 <= count <= 125:
