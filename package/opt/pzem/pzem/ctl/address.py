@@ -9,7 +9,8 @@ from .. import meter_map, modbus, roles
 from . import holding
 from .console import Failure, say
 from .readings import identify
-from .scan import GENERAL_ADDRESS, single_meter
+from ..rtu import GENERAL_ADDRESS
+from .scan import single_meter
 
 
 def set_address(port, args):

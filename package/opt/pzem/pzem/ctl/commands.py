@@ -7,7 +7,8 @@ from .. import modbus
 from . import holding
 from .console import Failure, UsageError, confirm, note, say
 from .readings import identify, one_line, read_values, block
-from .scan import GENERAL_ADDRESS, single_meter, sweep
+from ..rtu import GENERAL_ADDRESS
+from .scan import single_meter, sweep
 
 ENERGY_AFTER_RESET_KWH = 0.001  # a loaded meter may count one Wh between the reset and the check
 

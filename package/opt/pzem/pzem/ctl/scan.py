@@ -6,10 +6,10 @@ about 247 x SCAN_TIMEOUT; what answers is then identified and read with the norm
 import time
 
 from .. import modbus
+from ..rtu import GENERAL_ADDRESS
 from .console import Failure, Progress
 
 ADDRESSES = range(1, 248)
-GENERAL_ADDRESS = 0xF8  # answers only when a single meter is on the bus (pzem-protocol.md 2.1)
 
 
 class Sweep(object):
