@@ -6,7 +6,6 @@ about 247 x SCAN_TIMEOUT; what answers is then identified and read with the norm
 import time
 
 from .. import modbus
-from ..rtu import GENERAL_ADDRESS
 from .console import Failure, Progress
 
 ADDRESSES = range(1, 248)
