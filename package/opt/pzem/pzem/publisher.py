@@ -15,6 +15,8 @@ MAX_NAME = 32           # the GUI's CustomName limit
 ENERGY_DIRECTION = {'dcsource': 'Out', 'dcload': 'In', 'dcsystem': 'In'}
 ALARM_LEVEL = {0: 0, 0xFFFF: 2}
 RETRY_SECONDS = 10
+ERROR_PATHS = {'no_reply': '/Pzem/Errors/NoReply', 'bad_frame': '/Pzem/Errors/BadFrame',
+               'exception': '/Pzem/Errors/Exception', 'implausible': '/Pzem/Errors/Implausible'}
 
 log = logging.getLogger('pzem')
 
@@ -65,11 +67,16 @@ class Publisher(object):
 
     def _start(self):
         svc = BusItemService(self.servicename)
-        instance = self.instances.claim(svc, self.ident, self.place.role)
-        self.service = svc
-        self._add_paths(svc, instance)
-        self.update()
-        svc.register()
+        try:
+            instance = self.instances.claim(svc, self.ident, self.place.role)
+            self._add_paths(svc, instance)
+            self.service = svc
+            self.update()
+            svc.register()
+        except Exception:
+            self.service = None
+            svc.close()
+            raise
         if self.instances.online:
             self._watch = settings.watch(svc.connection, self.ident, self._on_instance)
         log.info('%s published as %s, VRM instance %d', self.label, self.servicename, instance)
@@ -110,8 +117,8 @@ class Publisher(object):
             mode = self.place.monitor_mode
             svc.add_path('/Settings/MonitorMode',
                          roles.DEFAULT_MONITOR_MODE[role] if mode is None else mode)
-        for kind in ('NoReply', 'BadFrame', 'Exception', 'Implausible'):
-            svc.add_path('/Pzem/Errors/' + kind, 0)
+        for path in ERROR_PATHS.values():
+            svc.add_path(path, 0)
 
         self._publish = []
         for index, (phase, _) in enumerate(self.phases):
@@ -153,9 +160,8 @@ class Publisher(object):
                     svc[path] = ALARM_LEVEL.get(value, 2) if alarm else value
             if self.family == 'ac':
                 self._update_totals(svc, readings)
-            for kind, key in (('NoReply', 'no_reply'), ('BadFrame', 'bad_frame'),
-                              ('Exception', 'exception'), ('Implausible', 'implausible')):
-                svc['/Pzem/Errors/' + kind] = sum(m.errors[key] for _, m in self.phases)
+            for kind, path in ERROR_PATHS.items():
+                svc[path] = sum(m.errors[kind] for _, m in self.phases)
 
     @staticmethod
     def _update_totals(svc, readings):
@@ -166,7 +172,7 @@ class Publisher(object):
             return
         power = sum(r['power'] for r in readings)
         apparent = sum(r['voltage'] * r['current'] for r in readings)
-        svc['/Ac/Power'] = power
+        svc['/Ac/Power'] = round(power, 1)
         svc['/Ac/Energy/Forward'] = round(sum(r['energy'] for r in readings), 3)
         svc['/Ac/Frequency'] = readings[0]['frequency']
         if len(readings) == 1:
