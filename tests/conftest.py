@@ -2,8 +2,20 @@
 import os
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DRIVER_DIR = os.path.join(ROOT, 'package', 'opt', 'pzem')
 for path in (ROOT, DRIVER_DIR, os.path.join(ROOT, 'tests')):
     if path not in sys.path:
         sys.path.insert(0, path)
+
+
+from dbus_helpers import private_bus  # noqa: E402  (needs the paths above)
+
+
+@pytest.fixture
+def address():
+    """The address of a private dbus-daemon, stopped after the test."""
+    with private_bus() as address:
+        yield address

@@ -6,19 +6,13 @@ import textwrap
 import dbus
 import pytest
 
-from dbus_helpers import (Client, SignalRecorder, connect, get_items, private_bus, pump_until,
+from dbus_helpers import (Client, SignalRecorder, connect, get_items, pump_until,
                           run_pumping, run_process)
 from pzem.busitem import BusItemService, NameExistsException
 
 NAME = 'com.victronenergy.grid.pzem_ttyUSB0_1'
 INVALID = dbus.Array([], signature='i')
 UNKNOWN_OBJECT = 'org.freedesktop.DBus.Error.UnknownObject'
-
-
-@pytest.fixture
-def address():
-    with private_bus() as address:
-        yield address
 
 
 @pytest.fixture

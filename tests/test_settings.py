@@ -7,17 +7,11 @@ import time
 import dbus
 import pytest
 
-from dbus_helpers import Client, SignalRecorder, connect, private_bus, pump_until, run_process
+from dbus_helpers import Client, SignalRecorder, connect, pump_until, run_process
 from pzem import settings
 
 FAKE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fake_localsettings.py')
 SETTINGS = 'com.victronenergy.settings'
-
-
-@pytest.fixture
-def address():
-    with private_bus() as address:
-        yield address
 
 
 @pytest.fixture
