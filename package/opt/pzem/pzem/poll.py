@@ -74,8 +74,8 @@ class Poller(object):
             self.wanted.remove(wanted)
             return
         publisher = self.publish(phases, place)
-        self.wanted.remove(wanted)
-        if publisher is not None:
+        if publisher is not None:       # else it stays wanted, and is tried again later
+            self.wanted.remove(wanted)
             self.published.append(publisher)
 
     def _find(self, wanted):
