@@ -368,3 +368,16 @@ def test_a_failed_re_registration_is_retried_and_polling_goes_on(rig):
     rig.wait_service(squatter, timeout=15.0)
     rig.wait_value(squatter, '/Connected', lambda v: v == 1)
     assert rig.value(squatter, '/Role') == 'acload'
+
+
+def test_a_meter_that_could_not_be_published_is_tried_again(tmp_path):
+    with Rig(tmp_path, [grid_meter(1), load_meter(2)], '[1]\nrole = grid\n[2]\nrole = acload\n') as rig:
+        squatter = rig.service('grid', 1)
+        rig.client.bus.request_name(squatter, dbus.bus.NAME_FLAG_DO_NOT_QUEUE)
+        rig.start_driver('--reprobe', '1')
+        rig.wait_service(rig.service('acload', 2))
+        rig.pump(0.5)
+        assert 'could not publish 1' in rig.log()
+        rig.client.bus.release_name(squatter)
+        rig.wait_service(squatter, timeout=6.0)
+        rig.wait_value(squatter, '/Connected', lambda v: v == 1)
