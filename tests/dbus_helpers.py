@@ -192,7 +192,10 @@ class Client:
 
     def owner(self, name):
         """The unique name owning `name`, or None."""
-        return self.bus.get_name_owner(name) if self.bus.name_has_owner(name) else None
+        try:
+            return self.bus.get_name_owner(name)
+        except dbus.DBusException:      # no owner (or it just went away)
+            return None
 
 
 class SignalRecorder:
