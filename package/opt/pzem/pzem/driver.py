@@ -65,11 +65,22 @@ def pinned(path):
         return False
 
 
+def process_age():
+    """Seconds since this process started: serial-starter's wait began then, imports included."""
+    try:
+        with open('/proc/self/stat') as f:
+            ticks = int(f.read().rsplit(')', 1)[1].split()[19])     # field 22: starttime
+        with open('/proc/uptime') as f:
+            return max(0.0, float(f.read().split()[0]) - ticks / os.sysconf('SC_CLK_TCK'))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format='%(levelname)s %(message)s', stream=sys.stderr)
-    started = time.monotonic()
+    started = time.monotonic() - process_age()
     version = read_version()
     port = os.path.basename(args.tty)
     the_map = meter_map.load(args.config)
@@ -152,7 +163,8 @@ def main(argv=None):
         GLib.timeout_add(int(delay * 1000), tick)
         return False
 
-    GLib.idle_add(tick)
+    # The probe's readings are fresh: answer D-Bus first, poll again one slot later.
+    GLib.timeout_add(int(1000 * options['interval'] / max(1, found)), tick)
     for signum in (signal.SIGTERM, signal.SIGINT):
         GLib.unix_signal_add(GLib.PRIORITY_HIGH, signum, lambda: stop(0) or False)
     try:

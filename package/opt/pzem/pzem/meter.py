@@ -47,6 +47,10 @@ class Meter(object):
             return self._miss('bad_frame', e)
         except modbus.ExceptionReply as e:
             return self._miss('exception', e)
+        return self.take(regs)
+
+    def take(self, regs):
+        """Decode and check registers read elsewhere (the probe's read) as a poll does."""
         values = self.model.decode(regs)
         now = self.clock()
         reason = self.model.check(values) or self._check_energy(values['energy'], now)

@@ -1,11 +1,12 @@
 """The one door to the serial port: Modbus-RTU requests to PZEM meters.
 
 Only this module imports pymodbus and pyserial. pymodbus (2.3.0 or 2.5.3 on Venus OS,
-3.x up to 3.16 elsewhere) builds, sends and reads the register requests; the bytes that
-came back are then judged by rtu.check_reply, the same whatever the pymodbus version. Two
-requests go out as raw frames on the same port instead: reset energy (function 0x42, unknown
-to pymodbus) and anything sent to the general address 0xF8, whose reply carries the meter's
-own address, which pymodbus would throw away.
+3.x up to 3.16 elsewhere) builds, sends and reads the holding-register reads and writes; the
+bytes that came back are then judged by rtu.check_reply, the same whatever the pymodbus
+version. Raw frames on the same port instead: the poll's input-register read (the hot path:
+pymodbus costs more CPU per read than the rest of a poll, see docs/benchmarks.md), reset energy
+(function 0x42, unknown to pymodbus) and anything sent to the general address 0xF8, whose reply
+carries the meter's own address, which pymodbus would throw away.
 
 A Bus serves one port from one thread. Nothing is retried here: the caller decides.
 """
@@ -198,7 +199,9 @@ class Bus:
         """FC 0x04 from register 0: `count` register values."""
         _check_count(count)
         request = _request(address, READ_INPUT, 0, count)
-        return self._exchange(request, count, self._read_input, 0, count)
+        # The poll's hot path: a raw frame, judged by check_reply() as every reply is anyway.
+        # Through pymodbus it costs ~115 us more CPU per read (docs/benchmarks.md).
+        return self._exchange(request, count, None)
 
     def read_holding(self, address, start, count):
         """FC 0x03: `count` register values from `start`."""
@@ -216,9 +219,6 @@ class Bus:
         self._exchange(_request(address, RESET_ENERGY), None, None)
 
     # -- one request --------------------------------------------------------------------
-
-    def _read_input(self, address, start, count):
-        return self._client.read_input_registers(start, count=count, **{_ADDRESS_KEYWORD: address})
 
     def _read_holding(self, address, start, count):
         return self._client.read_holding_registers(start, count=count,

@@ -76,7 +76,12 @@ DC_CURRENT_RANGES = {0: 100, 1: 50, 2: 200, 3: 300}
 
 
 def detect(bus, address):
-    """The model at `address`, or raise modbus.NoReply when nothing answers there.
+    """The model at `address`, or raise modbus.NoReply when nothing answers there."""
+    return identify(bus, address)[0]
+
+
+def identify(bus, address):
+    """(model, its input registers or None) at `address`; raises as detect() does.
 
     Only the PZEM-017 has holding register 0x0003 (its shunt range, 0..3); the PZEM-016 family
     answers that read with an exception. A PZEM-003 (DC, no range register) has no input
@@ -85,12 +90,10 @@ def detect(bus, address):
     try:
         code = bus.read_holding(address, 3, 1)[0]
         if code in DC_CURRENT_RANGES:
-            return DC
+            return DC, None
     except modbus.ExceptionReply:
         pass
     try:
-        bus.read_input(address, AC.input_count)
-        return AC
+        return AC, bus.read_input(address, AC.input_count)
     except modbus.ExceptionReply:
-        bus.read_input(address, DC.input_count)
-        return DC
+        return DC, bus.read_input(address, DC.input_count)

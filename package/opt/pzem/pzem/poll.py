@@ -53,7 +53,7 @@ class Poller(object):
     def probe(self, deadline):
         """Look once for every wanted meter (until `deadline`); returns how many were published."""
         for wanted in list(self.wanted):
-            if self.clock() >= deadline:
+            if self.clock() + self.bus.timeout > deadline:  # a silent address takes a timeout
                 break
             self._try(wanted)
         return len(self.published)
@@ -85,7 +85,7 @@ class Poller(object):
             errors = []
             for c in wanted.configs:
                 try:
-                    self.bus.read_input(c.address, models.AC.input_count)
+                    first = c.address, self.bus.read_input(c.address, models.AC.input_count)
                     break
                 except modbus.PortGone:
                     raise
@@ -95,15 +95,21 @@ class Poller(object):
                 raise errors[0]
             meters = [(c.phase, Meter(self.port, c.address, models.AC))
                       for c in sorted(wanted.configs, key=lambda c: c.phase)]
+            for _, meter in meters:
+                if meter.address == first[0]:
+                    meter.take(first[1])    # the probe's read is the first reading
             return meters, 'ac'
         config = wanted.configs[0]
         if config.model:
             model = models.MODELS[config.model]
-            self.bus.read_input(config.address, model.input_count)
+            regs = self.bus.read_input(config.address, model.input_count)
         else:
-            model = models.detect(self.bus, config.address)
+            model, regs = models.identify(self.bus, config.address)
         log.info('%s:%d: found a %s', self.port, config.address, model.name)
-        return [('L1', Meter(self.port, config.address, model))], model.family
+        meter = Meter(self.port, config.address, model)
+        if regs is not None:
+            meter.take(regs)                # the probe's read is the first reading
+        return [('L1', meter)], model.family
 
     def tick(self):
         """Poll the next published meter; between slots, probe one missing address if due.
