@@ -26,7 +26,7 @@ class Wanted(object):
 
     @property
     def group(self):
-        return self.configs[0].group if len(self.configs) > 1 or self.configs[0].group else None
+        return self.configs[0].group    # members of a group all carry its name
 
     def place(self, family):
         first = lambda attr: next((getattr(c, attr) for c in self.configs
