@@ -10,6 +10,8 @@ from functools import lru_cache
 
 READ_HOLDING, READ_INPUT, WRITE_REGISTER, RESET_ENERGY = 0x03, 0x04, 0x06, 0x42
 GENERAL_ADDRESS = 0xF8
+MIN_ADDRESS, MAX_ADDRESS = 1, 247       # a meter's own Modbus address
+ADDRESSES = range(MIN_ADDRESS, MAX_ADDRESS + 1)
 
 EXCEPTION_MEANINGS = {1: 'illegal function', 2: 'illegal data address',
                       3: 'illegal data value', 4: 'slave device failure'}
@@ -95,7 +97,7 @@ def check_reply(request, reply, count=None, port='the bus', timeout=None):
     frame = reply[:size]
     if len(frame) < size or crc16(frame):
         raise BadFrame(_spoilt(reply, size, asked, function, count, where))
-    if frame[0] != asked and not (asked == GENERAL_ADDRESS and 1 <= frame[0] <= 247):
+    if frame[0] != asked and not (asked == GENERAL_ADDRESS and MIN_ADDRESS <= frame[0] <= MAX_ADDRESS):
         raise BadFrame('%s was asked but address %d answered: probably a late reply to an '
                        'earlier request; a longer timeout may help.' % (where, frame[0]))
     if exception:
