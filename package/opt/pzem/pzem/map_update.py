@@ -11,9 +11,10 @@ import re
 import stat
 import tempfile
 
-from . import roles
-from .meter_map import (BUS_KEYS, METER_KEYS, _COMMENT, _HEADER, _VALUE, _Bad, _decode,
-                        _section_ident, _section_text, _show, _split_key_line, parse)
+from . import map_syntax, roles
+from .map_syntax import (BUS_KEYS, COMMENT, METER_KEYS, Bad, Changed, header_ident, section_ident,
+                         section_text, show, split_key_line)
+from .meter_map import parse
 
 
 class MapWriteError(Exception):
@@ -26,21 +27,26 @@ def update(path, section, changes):
     return update_many(path, {section: changes})
 
 
-def update_many(path, changes_by_section):
+def update_many(path, changes_by_section, comments=None):
     """Write {section: changes} in one atomic replace (for a phase group: the same changes
     for every member section, so that none keeps an old, conflicting value).
 
     A value replaces the old one in place (an inline comment stays); a new key goes after the
     section's last key line; a missing section is appended at the end of the file, which is
-    created if needed. An old role name (inverter0) is written as the role plus its position,
-    and name '' removes the name. A change that would leave a section out is refused.
+    created if needed, after its `comments` ({section: [comment lines]}) if given. An old role
+    name (inverter0) is written as the role plus its position, and name '' removes the name.
+    A change that would leave a section out is refused.
     """
+    notes = {}
+    for section, lines in (comments or {}).items():
+        notes[section_ident(str(section).strip().strip('[]').strip())] = [
+            '# ' + line.replace('\n', ' ').replace('\r', ' ') for line in lines]
     edits = []
     for section, changes in changes_by_section.items():
         try:
-            edits.append((_section_ident(str(section).strip().strip('[]').strip()), changes))
-        except _Bad as e:
-            raise MapWriteError('section [%s]: %s' % (_show(section, quote=False), e))
+            edits.append((section_ident(str(section).strip().strip('[]').strip()), changes))
+        except Bad as e:
+            raise MapWriteError('section [%s]: %s' % (show(section, quote=False), e))
     settings = [(ident, _settings(ident, changes)) for ident, changes in edits]
     path = os.path.realpath(path)
     directory = os.path.dirname(path)
@@ -51,6 +57,8 @@ def update_many(path, changes_by_section):
             bom = '\ufeff' if old.startswith('\ufeff') else ''
             lines = old[len(bom):].split('\n')
             for ident, pairs in settings:
+                if ident in notes and _section_span(lines, ident) is None:
+                    lines = _append_section(lines, ident, notes[ident])
                 for key, text in pairs:
                     lines = _set_key(lines, ident, key, text)
             new = bom + '\n'.join(lines)
@@ -70,7 +78,7 @@ def _settings(ident, changes):
     unknown = [k for k in changes if k not in keys]
     if unknown:
         raise MapWriteError('cannot write %s into [%s]: %s keys are %s' % (
-            ', '.join(map(str, unknown)), _section_text(ident), ident[0], ', '.join(keys)))
+            ', '.join(map(str, unknown)), section_text(ident), ident[0], ', '.join(keys)))
     if isinstance(changes.get('role'), str):
         changes['role'] = changes['role'].strip().lower()
     if changes.get('role') in roles.ALIASES:
@@ -93,19 +101,21 @@ def _format(key, value):
     else:
         text = str(value)
     if '\n' in text or '\r' in text:
-        raise MapWriteError('%s %s: a value cannot span lines' % (key, _show(text)))
-    if key == 'name' and (text != text.strip() or text.startswith('"') or _COMMENT.search(text)):
+        raise MapWriteError('%s %s: a value cannot span lines' % (key, show(text)))
+    if key == 'name' and (text != text.strip() or text.startswith('"') or COMMENT.search(text)):
         text = '"%s"' % text
-    written = _split_key_line('%s = %s' % (key, text))[3]
+    written = split_key_line('%s = %s' % (key, text))[3]
     try:
         if written == '':
-            raise _Bad('no value given')
-        read_back = _VALUE[key](written)
-    except _Bad as e:
-        raise MapWriteError('%s %s: %s' % (key, _show(str(value)), e))
+            raise Bad('no value given')
+        read_back = map_syntax.VALUES[key](written)
+    except Changed as e:
+        raise MapWriteError('%s %s: %s' % (key, show(str(value)), e))
+    except Bad as e:
+        raise MapWriteError('%s %s: %s' % (key, show(str(value)), e))
     if key == 'name' and read_back != value:
         raise MapWriteError('name %s cannot be written so that it reads back the same'
-                            % _show(value))
+                            % show(value))
     return text
 
 
@@ -113,18 +123,21 @@ def _section_span(lines, ident):
     """(header index, end index) of the first section with this identity, or None."""
     start = None
     for i, line in enumerate(lines):
-        stripped = line.strip()
-        if not stripped.startswith('['):
+        if not line.strip().startswith('['):
             continue
         if start is not None:
             return start, i
-        match = _HEADER.match(stripped)
-        try:
-            if match and _section_ident(match.group(1).strip()) == ident:
-                start = i
-        except _Bad:
-            pass
+        if header_ident(line) == ident:
+            start = i
     return None if start is None else (start, len(lines))
+
+
+def _append_section(lines, ident, comment_lines):
+    eol = '\r' if any(line.endswith('\r') for line in lines) else ''
+    body = lines[:-1] if lines and lines[-1] == '' else list(lines)
+    gap = [eol] if body and body[-1].strip() else []
+    return body + gap + [c + eol for c in comment_lines] + [
+        '[%s]%s' % (section_text(ident), eol), '']
 
 
 def _set_key(lines, ident, key, text):
@@ -136,12 +149,12 @@ def _set_key(lines, ident, key, text):
         eol = '\r' if any(line.endswith('\r') for line in lines) else ''
         body = lines[:-1] if lines[-1] == '' else lines
         gap = [eol] if body and body[-1].strip() else []
-        return body + gap + ['[%s]%s' % (_section_text(ident), eol),
+        return body + gap + ['[%s]%s' % (section_text(ident), eol),
                              '%s = %s%s' % (key, text, eol), '']
     start, end = span
     key_lines = [i for i in range(start + 1, end)
-                 if (lines[i].strip()[:1] not in ('#', ';')) and _split_key_line(lines[i])]
-    mine = [i for i in key_lines if _split_key_line(lines[i])[0].lower() == key]
+                 if (lines[i].strip()[:1] not in ('#', ';')) and split_key_line(lines[i])]
+    mine = [i for i in key_lines if split_key_line(lines[i])[0].lower() == key]
     if text is None:
         return [line for i, line in enumerate(lines) if i not in mine]
     lines = list(lines)
@@ -156,7 +169,7 @@ def _set_key(lines, ident, key, text):
 
 
 def _replace_value(line, text):
-    _, start, end, _ = _split_key_line(line)
+    _, start, end, _ = split_key_line(line)
     before, after = line[:start], line[end:]
     if start == end:    # an empty value: keep the new one apart from '=' and from a comment
         before += ' ' if before.endswith(('=', ':')) else ''
@@ -167,13 +180,13 @@ def _replace_value(line, text):
 def _refuse_new_problems(path, old, new, idents):
     """Raise if the new text leaves out a section that was fine (or absent) before."""
     before, after = parse(old, path), parse(new, path)
-    spoiled = [i for i in idents if i in after._left_out and i not in before._left_out]
+    spoiled = [i for i in idents if i in after.left_out and i not in before.left_out]
     if spoiled:
         known = {_strip_place(p, path) for p in before.problems}
         news = [_strip_place(p, path) for p in after.problems
                 if _strip_place(p, path) not in known]
         raise MapWriteError('not written: the map would then leave out [%s]: %s' % (
-            ', '.join(_section_text(i) for i in spoiled), ' | '.join(news) or 'a problem'))
+            ', '.join(section_text(i) for i in spoiled), ' | '.join(news) or 'a problem'))
 
 
 def _strip_place(problem, source):
@@ -200,8 +213,8 @@ def _read_for_update(path):
     except FileNotFoundError:
         return ''
     try:
-        return _decode(data)
-    except _Bad as e:
+        return map_syntax.decode(data)
+    except Bad as e:
         raise MapWriteError('%s:%d: %s; not changing it' % (path, e.args[1], e.args[0]))
 
 

@@ -6,8 +6,31 @@ from . import modbus
 
 MISSES_TO_DISCONNECT = 3
 ENERGY_SLACK_KWH = 0.002    # two counts of the meter's 1 Wh resolution
+ERROR_KINDS = ('no_reply', 'bad_frame', 'exception', 'implausible')
 
 log = logging.getLogger('pzem')
+
+
+class MeterLog(logging.LoggerAdapter):
+    """Every line about a meter starts with the same prefix: 'ttyUSB0:1: ...'."""
+
+    def process(self, msg, kwargs):
+        return '%s: %s' % (self.extra['prefix'], msg), kwargs
+
+
+def meter_log(port, addresses):
+    return MeterLog(log, {'prefix': '%s:%s' % (port, ','.join(str(a) for a in addresses))})
+
+
+def short_reason(error):
+    """A failure in a few words, for a recovery line that need not repeat the advice."""
+    if isinstance(error, modbus.NoReply):
+        return 'no reply'
+    if isinstance(error, modbus.BadFrame):
+        return 'garbled replies'
+    if isinstance(error, modbus.ExceptionReply):
+        return 'exception %d (%s)' % (error.code, error.meaning)
+    return 'implausible readings'
 
 
 class Meter(object):
@@ -15,67 +38,80 @@ class Meter(object):
 
     A poll that fails (no reply, bad frame, exception reply, implausible values) is a miss;
     after MISSES_TO_DISCONNECT misses in a row the meter is disconnected and its reading dropped.
-    The first good reply brings it back.
+    The first good reply brings it back. `fresh` tells whether the last poll brought a reading
+    that differs from the one before (the publisher's pass is skipped otherwise).
     """
 
-    def __init__(self, port, address, model, clock=time.monotonic):
+    def __init__(self, port, address, model, log=None, clock=time.monotonic, energy=None):
         self.port = port
         self.address = address
         self.model = model
         self.clock = clock
+        self.log = log or meter_log(port, [address])
+        self.energy = energy        # the driver's own totals (energy.PhaseEnergy), or None
         self.reading = None
         self.connected = False
+        self.fresh = False
         self.misses = 0
-        self.errors = {'no_reply': 0, 'bad_frame': 0, 'exception': 0, 'implausible': 0}
+        self.errors = dict.fromkeys(ERROR_KINDS, 0)
         self.last_error = None
+        self._regs = None           # the registers of the last trusted reading
         self._energy = None         # (kWh, time) of the last trusted energy count
         self._energy_step = None    # (kWh, time) of an unconfirmed jump
 
-    @property
-    def label(self):
-        return '%s %s:%d' % (self.model.name, self.port, self.address)
-
-    def poll(self, bus):
-        """Read, decode and check once. Raises modbus.PortGone; returns True when `connected` changed."""
+    def poll(self, bus, sign=1):
+        """Read, decode and check once. Raises modbus.PortGone; returns True when `connected`
+        changed. `sign` (+1 import, -1 export) books the energy counted since the last reading."""
         try:
             regs = bus.read_input(self.address, self.model.input_count)
         except modbus.PortGone:
             raise
-        except modbus.NoReply as e:
-            return self._miss('no_reply', e)
-        except modbus.BadFrame as e:
-            return self._miss('bad_frame', e)
-        except modbus.ExceptionReply as e:
-            return self._miss('exception', e)
-        return self.take(regs)
+        except (modbus.NoReply, modbus.BadFrame, modbus.ExceptionReply) as e:
+            return self._miss(e)
+        return self.take(regs, sign)
 
-    def take(self, regs):
+    def take(self, regs, sign=1):
         """Decode and check registers read elsewhere (the probe's read) as a poll does."""
+        if regs == self._regs and self.connected:
+            self.fresh = False      # the meter refreshes about once a second: nothing new
+            self.misses = 0
+            return False
         values = self.model.decode(regs)
         now = self.clock()
         reason = self.model.check(values) or self._check_energy(values['energy'], now)
         if reason:
-            log.debug('%s: dropped reading: %s', self.label, reason)
-            return self._miss('implausible', reason)
+            self.log.debug('dropped reading: %s', reason)
+            return self._miss(None, reason)
         self.reading = values
+        self._regs = regs
         self._energy = (values['energy'], now)
+        self.fresh = True
         self.misses = 0
+        if self.energy is not None:
+            dropped = self.energy.book(values['energy'], sign)
+            if dropped:
+                self.log.warning('energy count not booked: %s', dropped)
         if not self.connected:
             self.connected = True
-            log.info('%s: answering%s', self.label,
-                     ' again after: %s' % self.last_error if self.last_error else '')
+            if self.last_error:
+                self.log.info('answering again (was: %s)', self.last_error)
             return True
         return False
 
-    def _miss(self, kind, error):
+    def _miss(self, error, reason=None):
+        kind = 'implausible' if error is None else (
+            'no_reply' if isinstance(error, modbus.NoReply) else
+            'bad_frame' if isinstance(error, modbus.BadFrame) else 'exception')
         self.errors[kind] += 1
-        self.last_error = str(error)
+        self.fresh = True           # the error counts changed
         self.misses += 1
         if self.connected and self.misses >= MISSES_TO_DISCONNECT:
             self.connected = False
             self.reading = None
-            log.warning('%s: not answering (%d polls missed; last: %s)', self.label, self.misses,
-                        self.last_error)
+            self._regs = None
+            self.last_error = short_reason(error)
+            self.log.warning('not answering (%d polls missed; last: %s)', self.misses,
+                             error or reason)
             return True
         return False
 

@@ -1,70 +1,68 @@
 """The meter map, /data/conf/pzem.conf: which meter answers at which Modbus address, in which role.
 
+load() returns a MeterMap; MeterMap.meters_for(port) gives one MeterSpec per meter to publish on
+that port: a single PZEM, or a phase group of PZEM-016 published as one meter. Everything that
+uses the map (the driver, its poller and publisher, pzemctl) works from MeterSpecs; the map's
+syntax is map_syntax's, writing it back is map_update's.
+
 Reading never raises. Every problem becomes one line "FILE:LINE: [section] key 'x': message" in
 MeterMap.problems; a section with a bad value is left out as a whole (a role is never guessed)
-and the rest of the map works. Writing it back is map_update's job.
-
-Syntax beyond the commented example in the design notes:
-- `#` and `;` start a comment: a whole line, or inline where they open the value or follow
-  whitespace. So `name = Pump#2` keeps its `#`; to keep " #" in a value, quote it:
-  `name = "Pump #2"` (the value ends at the first `"` that only a comment or blanks follow).
+and the rest of the map works. Resolution rules:
 - `[N]` applies on every port, `[PORT:N]` on that port only, where it replaces `[N]` as a
   whole. `[bus]` and `[bus:PORT]` hold serial settings; `[bus:PORT]` overrides them key by key.
 - A meter section without a role gets the detected model's default role (role None).
-- A section that is present but left out still hides a plain `[N]` on its port, and a map that
-  exists but cannot be read still counts as configured (has_sections_for is True): no meter is
-  published with a role the user did not give.
+- Sections sharing a `group` (each with its `phase`) are one meter: role, position, name and sign
+  given once or the same in every section; all on one port; PZEM-016 only.
+- A section that is present but left out still hides a plain `[N]` on its port.
 """
 import collections
-import difflib
-import math
+import dataclasses
+import errno
 import os
-import re
-import unicodedata
+import stat
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
-from . import roles
+from . import map_syntax, roles
+from .map_syntax import Bad, Changed, show
 
 DEFAULT_PATH = '/data/conf/pzem.conf'
-METER_KEYS = ('role', 'position', 'monitor_mode', 'name', 'model', 'group', 'phase')
-BUS_KEYS = ('interval', 'baudrate', 'stopbits', 'parity', 'timeout', 'local_echo')
-PHASES = ('L1', 'L2', 'L3')
-MAX_NAME = 32
-MAX_ADDRESS = 247
-BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
-
-_POSITION_TEXT = {
-    'pvinverter': '0 (AC input 1), 1 (AC output) or 2 (AC input 2)',
-    'acload': '0 (AC output) or 1 (AC input)',
-}
-_MODEL = re.compile(r'(?:pzem[-_ ]?)?(?:(016|014|004t(?:[-_ ]?v?3(?:\.0)?)?)|(017|003))$', re.I)
-_TRUE, _FALSE = ('yes', 'true', 'on', '1'), ('no', 'false', 'off', '0')
-_PARITY = {'n': 'N', 'none': 'N', 'e': 'E', 'even': 'E', 'o': 'O', 'odd': 'O'}
-
-_HEADER = re.compile(r'\[([^\]]*)\]\s*(?:[#;].*)?$')
-_PORT = re.compile(r'[A-Za-z][A-Za-z0-9_.-]*$')
-_GROUP = re.compile(r'[\w-]{1,32}$')
-_KEY = re.compile(r'\s*([^\s=:]+)\s*[=:]\s*')
-_COMMENT = re.compile(r'(?:^|\s)[#;]')
-_AFTER_QUOTE = re.compile(r'\s*(?:[#;].*)?$')
-_INT = re.compile(r'-?[0-9]+$')
-_NUMBER = re.compile(r'(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$')
 
 
 @dataclass(frozen=True)
-class MeterConfig:
-    """One meter of the map, resolved for one port."""
-    address: int
+class MeterSpec:
+    """What the map says about one published meter: a single PZEM or a phase group."""
+    phases: Tuple[Tuple[str, int], ...]     # ((phase, address), ...); ('L1', address) alone
     role: Optional[str] = None          # canonical; None = the detected model's default role
     position: Optional[int] = None
     name: Optional[str] = None
     monitor_mode: Optional[int] = None
     model: Optional[str] = None         # 'ac' or 'dc' when the map overrides auto-detection
-    group: Optional[str] = None         # members of a group are published as one meter
-    phase: Optional[str] = None         # 'L1'..'L3' for a group member
-    section: Optional[str] = None       # the header as written, e.g. 'ttyUSB0:1' (for map_update)
-    line: int = 0                       # line of that header
+    sign: Optional[str] = None          # 'vebus': direction from the VE.Bus device's AC input
+    vebus: Optional[int] = None         # that device's VRM instance (None: the lowest)
+    group: Optional[str] = None
+    sections: Tuple[str, ...] = ()      # the headers as written, e.g. ('ttyUSB0:1',)
+    line: int = 0                       # line of the first section's header
+
+    @classmethod
+    def single(cls, address, **values):
+        return cls((('L1', address),), **values)
+
+    @property
+    def addresses(self):
+        return tuple(address for _, address in self.phases)
+
+    @property
+    def address(self):
+        """The lowest address: it names the published meter (service name, settings id)."""
+        return min(self.addresses)
+
+    def role_for(self, family):
+        return self.role or roles.DEFAULT_ROLE[family]
+
+    def fits(self, family):
+        """False when the map gives a role of the other family (the driver does not publish)."""
+        return self.role is None or roles.family_of(self.role) == family
 
 
 class MeterMap:
@@ -72,52 +70,55 @@ class MeterMap:
 
     def __init__(self, source):
         self.source = source
-        self._found = []        # (line, problem line)
-        self._meters = {}       # (port or None, address) -> MeterConfig, or None if left out
+        self.readable = True    # False: the file exists but could not be read as a map
+        self._found = []        # (line, problem line, whether something was left out)
+        self._meters = {}       # (port or None, address) -> MeterSpec, or None if left out
         self._bus = {}          # port or None -> {key: value}
-        self._left_out = set()  # identities of sections that are present but not used
-        self._unsure = False    # unreadable file or unreadable header: maybe meant for any port
+        self.left_out = set()   # identities of sections that are present but not used
 
     @property
     def problems(self):
         """One line per problem, in file order: "FILE:LINE: [section] key 'x': message"."""
-        return [text for _, text in sorted(self._found, key=lambda found: found[0])]
+        return [text for _, text, _ in sorted(self._found, key=lambda found: found[0])]
+
+    @property
+    def broken(self):
+        """True when something the file says is not used (a section left out, an unreadable
+        file); False when every problem is only a warning (a name that was cut)."""
+        return any(left_out for _, _, left_out in self._found)
 
     def meters_for(self, port):
-        """The meters on `port` (group members included), sorted by address."""
+        """The meters to publish on `port`, sorted by their (lowest) address."""
         port = os.path.basename(port)
-        chosen = {a: c for (p, a), c in self._meters.items() if p is None}
-        chosen.update((a, c) for (p, a), c in self._meters.items() if p == port)
-        return sorted((c for c in chosen.values() if c), key=lambda c: c.address)
+        chosen = {a: s for (p, a), s in self._meters.items() if p is None}
+        chosen.update((a, s) for (p, a), s in self._meters.items() if p == port)
+        specs = {id(s): s for s in chosen.values() if s is not None}
+        found = []
+        for spec in specs.values():
+            # a port-specific section replaces a plain one: it may take a group's member away
+            phases = tuple(p for p in spec.phases if chosen.get(p[1]) is spec)
+            found.append(spec if phases == spec.phases else dataclasses.replace(
+                spec, phases=phases, sections=tuple(
+                    h for h in spec.sections if map_syntax.section_ident(h)[2] in
+                    dict(phases).values())))
+        return sorted(found, key=lambda s: s.address)
 
-    def groups_for(self, port):
-        """{group name: [MeterConfig sorted by phase]} on `port`."""
-        groups = collections.OrderedDict()
-        for config in self.meters_for(port):
-            if config.group:
-                groups.setdefault(config.group, []).append(config)
-        return {name: sorted(members, key=lambda c: c.phase) for name, members in groups.items()}
+    def mentions(self, port, address):
+        """True if a meter section for `address` applies on `port`, used or left out."""
+        port = os.path.basename(port)
+        return (port, address) in self._meters or (None, address) in self._meters
 
     def bus_options(self, port):
-        """Serial settings given for `port`: only the keys that were set, parsed."""
+        """Serial and scan settings given for `port`: only the keys that were set, parsed."""
         options = dict(self._bus.get(None, {}))
         options.update(self._bus.get(os.path.basename(port), {}))
         return options
 
-    def has_sections_for(self, port):
-        """True if any meter section (used or not) applies to `port`; if False, probe address 1."""
-        port = os.path.basename(port)
-        return self._unsure or any(p in (None, port) for p, _ in self._meters)
-
-    def _add(self, line, message, section=None, key=None):
+    def _add(self, line, message, section=None, key=None, left_out=True):
         where = '%s:%d:' % (self.source, line) if line else '%s:' % self.source
         about = ''.join(('' if section is None else ' [%s]' % section,
                          '' if key is None else " key '%s':" % key))
-        self._found.append((line, '%s%s %s' % (where, about, message)))
-
-
-class _Bad(Exception):
-    """A value or header that cannot be used; str() is the message."""
+        self._found.append((line, '%s%s %s' % (where, about, message), left_out))
 
 
 class _Section:
@@ -135,25 +136,50 @@ class _Section:
 def load(path=DEFAULT_PATH):
     """The map at `path`. A missing file is an empty map; an unreadable one, one problem."""
     try:
-        with open(path, 'rb') as f:
-            data = f.read()
+        data = _read_bounded(path)
     except FileNotFoundError:
         return MeterMap(path)
     except OSError as e:
         return _unreadable(path, 0, 'cannot read the map: %s' % (e.strerror or e))
+    except Bad as e:
+        return _unreadable(path, 0, str(e))
     try:
-        text = _decode(data)
-    except _Bad as e:
+        text = map_syntax.decode(data)
+    except Bad as e:
         return _unreadable(path, e.args[1], str(e.args[0]))
     return parse(text, path)
+
+
+def _read_bounded(path):
+    """The file's bytes; Bad for what is not a regular file of map size (a device such as
+    /dev/zero would never end; opening a FIFO without O_NONBLOCK would block)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        if not stat.S_ISREG(mode):
+            raise Bad('not a regular file (a device, a pipe or a socket), so not a map')
+        chunks, size = [], 0
+        while size <= map_syntax.MAX_BYTES:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    if size > map_syntax.MAX_BYTES:
+        raise Bad('larger than %d KiB, so not a meter map' % (map_syntax.MAX_BYTES // 1024))
+    return b''.join(chunks)
 
 
 def check(path=DEFAULT_PATH):
     """Problems in the map at `path`, for `pzemctl check-config`. Unlike load(), a missing file
     is reported: whoever names a file to check expects it to exist."""
     if not os.path.lexists(path):
-        return ["%s: no such file (without a map the driver probes address 1 with the model's "
-                "default role)" % path]
+        return ["%s: no such file (without a map the driver publishes the meters it finds with "
+                "roles that steer nothing)" % path]
     return load(path).problems
 
 
@@ -169,59 +195,46 @@ def parse(text, source='pzem.conf'):
 
 def _unreadable(path, line, message):
     the_map = MeterMap(path)
-    the_map._unsure = True
+    the_map.readable = False
     the_map._add(line, message + '; the map is not used')
     return the_map
-
-
-def _decode(data):
-    try:
-        text = data.decode('utf-8')
-    except UnicodeDecodeError as e:
-        raise _Bad('not UTF-8 text (byte 0x%02x)' % data[e.start],
-                   data.count(b'\n', 0, e.start) + 1)
-    if '\x00' in text:
-        raise _Bad('binary data (a NUL byte), not a text map',
-                   text.count('\n', 0, text.index('\x00')) + 1)
-    return text
 
 
 def _read_sections(lines, the_map):
     sections, seen, current = [], {}, None
     for number, line in enumerate(lines, 1):
-        stripped = line.strip()
-        if not stripped or stripped[0] in '#;':
+        if map_syntax.is_blank_or_comment(line):
             continue
+        stripped = line.strip()
         if stripped[0] == '[':
             current = _start_section(stripped, number, seen, the_map)
             sections.append(current)
             continue
-        split = _split_key_line(line)
+        split = map_syntax.split_key_line(line)
         if current is None:
-            what = "key '%s'" % _show(split[0], quote=False) if split else 'this line'
+            what = "key '%s'" % show(split[0], quote=False) if split else 'this line'
             the_map._add(number, '%s is outside any section, ignored; put it under a header such '
                          'as [1]' % what)
         elif current.skip:
             continue
         elif split is None:
-            _fail(the_map, current, number, None, "%s is not 'key = value'" % _show(stripped))
+            _fail(the_map, current, number, None, "%s is not 'key = value'" % show(stripped))
         else:
             _read_value(the_map, current, number, split[0], split[3])
     return sections
 
 
 def _start_section(stripped, number, seen, the_map):
-    match = _HEADER.match(stripped)
+    match = map_syntax.HEADER.match(stripped)
     header = match.group(1).strip() if match else stripped
     try:
         if not match:
-            raise _Bad('%s is not a section header such as [1], [ttyUSB0:1], [bus] or '
-                       '[bus:ttyUSB0]' % _show(stripped))
-        ident = _section_ident(header)
-    except _Bad as e:
-        shown = _show(header, quote=False)
+            raise Bad('%s is not a section header such as [1], [ttyUSB0:1], [bus] or '
+                      '[bus:ttyUSB0]' % show(stripped))
+        ident = map_syntax.section_ident(header)
+    except Bad as e:
+        shown = show(header, quote=False)
         the_map._add(number, '%s; section ignored' % e, shown if match else None)
-        the_map._unsure = True
         section = _Section(shown, number, None)
         section.skip = True
         return section
@@ -229,70 +242,22 @@ def _start_section(stripped, number, seen, the_map):
     if ident in seen:
         first = seen[ident]
         the_map._add(number, 'the same section as [%s] on line %d; this one is ignored'
-                     % (first.header, first.line), _show(header, quote=False))
+                     % (first.header, first.line), show(header, quote=False))
         section.skip = True
     else:
         seen[ident] = section
     return section
 
 
-def _section_ident(header):
-    """('meter', port or None, address) or ('bus', port or None) for a header's text."""
-    first, colon, rest = (part.strip() for part in header.partition(':'))
-    if first.lower() == 'bus':
-        return ('bus', _port(rest) if colon else None)
-    if colon:
-        return ('meter', _port(first), _address(rest))
-    return ('meter', None, _address(first))
-
-
-def _section_text(ident):
-    if ident[0] == 'bus':
-        return 'bus' if ident[1] is None else 'bus:%s' % ident[1]
-    return str(ident[2]) if ident[1] is None else '%s:%d' % (ident[1], ident[2])
-
-
-def _port(text):
-    if '/' in text:
-        raise _Bad('give the port as a bare tty name such as ttyUSB0, not a path')
-    if not _PORT.match(text):
-        raise _Bad('%s is not a tty name such as ttyUSB0' % _show(text))
-    return text
-
-
-def _address(text):
-    if not re.match('[0-9]+$', text) or not 1 <= int(text) <= MAX_ADDRESS:
-        raise _Bad('%s is not a Modbus address (1..%d)' % (_show(text), MAX_ADDRESS))
-    return int(text)
-
-
-def _split_key_line(line):
-    """(key, start, end, value) for a 'key = value' line, or None. line[start:end] is the value
-    as written (quotes included), so that a write can replace exactly that."""
-    body = line[:-1] if line.endswith('\r') else line
-    match = _KEY.match(body)
-    if not match:
-        return None
-    start = match.end()
-    rest = body[start:]
-    if rest.startswith('"'):
-        for quote in re.finditer('"', rest[1:]):
-            end = quote.end() + 1
-            if _AFTER_QUOTE.match(rest, end):
-                return match.group(1), start, start + end, rest[1:end - 1]
-    comment = _COMMENT.search(rest)
-    value = (rest[:comment.start()] if comment else rest).rstrip()
-    return match.group(1), start, start + len(value), value
-
-
 def _read_value(the_map, section, number, key_as_written, text):
     key = key_as_written.lower()
     kind = section.ident[0]
-    known = METER_KEYS if kind == 'meter' else BUS_KEYS
+    known = map_syntax.METER_KEYS if kind == 'meter' else map_syntax.BUS_KEYS
     if key not in known:
-        shown = _show(key_as_written, quote=False)
+        shown = show(key_as_written, quote=False)
         the_map._add(number, 'unknown key, ignored%s; %s keys are %s' % (
-            _did_you_mean(key, known), kind, ', '.join(known)), section.header, shown)
+            map_syntax.did_you_mean(key, known), kind, ', '.join(known)), section.header, shown,
+            left_out=False)
         return
     if key in section.values:
         _fail(the_map, section, number, key, 'given twice (also on line %d)'
@@ -300,9 +265,12 @@ def _read_value(the_map, section, number, key_as_written, text):
         return
     try:
         if text == '' and key != 'name':
-            raise _Bad('no value given')
-        section.values[key] = (_VALUE[key](text), number)
-    except _Bad as e:
+            raise Bad('no value given')
+        section.values[key] = (map_syntax.VALUES[key](text), number)
+    except Changed as e:
+        section.values[key] = (e.value, number)
+        the_map._add(number, str(e), section.header, key, left_out=False)
+    except Bad as e:
         _fail(the_map, section, number, key, str(e))
 
 
@@ -311,119 +279,10 @@ def _fail(the_map, section, line, key, message):
     the_map._add(line, message + '; section ignored', section.header, key)
 
 
-# -- values: each takes the text as written and returns the value, or raises _Bad ------------------
-
-def _role(text):
-    word = text.lower()
-    try:
-        return roles.resolve(word)
-    except KeyError:
-        raise _Bad('unknown role %s%s; roles: %s (AC), %s (DC)' % (
-            _show(text), _did_you_mean(word, roles.ROLES + tuple(roles.ALIASES)),
-            ', '.join(roles.AC_ROLES), ', '.join(roles.DC_ROLES)))
-
-
-def _position(text):
-    if not re.match('[0-9]+$', text):
-        raise _Bad('%s is not a position; pvinverter: %s; acload: %s' % (
-            _show(text), _POSITION_TEXT['pvinverter'], _POSITION_TEXT['acload']))
-    return int(text)
-
-
-def _monitor_mode(text):
-    if _INT.match(text):
-        return int(text)
-    word = text.lower()
-    if any(word in modes for modes in roles.MONITOR_MODES.values()):
-        return word     # a name: its number depends on the role, see _check_meter
-    raise _Bad('unknown monitor_mode %s; %s' % (_show(text), _modes_text()))
-
-
-def _modes_text(role=None):
-    return '; '.join('%s: %s' % (r, ', '.join('%s (%d)' % item for item in modes.items()))
-                     for r, modes in roles.MONITOR_MODES.items() if role in (None, r))
-
-
-def _model(text):
-    if text.lower() in ('ac', 'dc'):
-        return text.lower()
-    match = _MODEL.match(text)
-    if match:
-        return 'ac' if match.group(1) else 'dc'
-    raise _Bad('unknown model %s; PZEM-016, PZEM-014, PZEM-004T (or ac) or PZEM-017, PZEM-003 '
-               '(or dc)' % _show(text))
-
-
-def _group(text):
-    if not _GROUP.match(text):
-        raise _Bad('group name %s: use up to 32 letters, digits, _ and -' % _show(text))
-    return text
-
-
-def _phase(text):
-    if text.upper() not in PHASES:
-        raise _Bad('phase %s: use L1, L2 or L3' % _show(text))
-    return text.upper()
-
-
-def _name(text):
-    if len(text) > MAX_NAME:
-        raise _Bad('the name has %d characters; the GUI shows at most %d' % (len(text), MAX_NAME))
-    if any(unicodedata.category(c) in ('Cc', 'Cs') for c in text):
-        raise _Bad('the name holds a control character')
-    return text or None
-
-
-def _interval(text):
-    return _seconds(text, 'interval', allow_zero=True)
-
-
-def _timeout(text):
-    return _seconds(text, 'timeout', allow_zero=False)
-
-
-def _seconds(text, key, allow_zero):
-    if not _NUMBER.match(text) or not math.isfinite(float(text)) or \
-            (float(text) == 0 and not allow_zero):
-        raise _Bad('%s is not a number of seconds %s' % (
-            _show(text), 'of 0 or more' if allow_zero else 'above 0'))
-    return float(text)
-
-
-def _baudrate(text):
-    if not re.match('[0-9]+$', text) or int(text) not in BAUDRATES:
-        raise _Bad('baudrate %s: use one of %s (PZEM default 9600)'
-                   % (_show(text), ', '.join(map(str, BAUDRATES))))
-    return int(text)
-
-
-def _stopbits(text):
-    if text not in ('1', '2'):
-        raise _Bad('stopbits %s: use 1 or 2' % _show(text))
-    return int(text)
-
-
-def _parity(text):
-    if text.lower() not in _PARITY:
-        raise _Bad('parity %s: use N, E or O' % _show(text))
-    return _PARITY[text.lower()]
-
-
-def _local_echo(text):
-    if text.lower() not in _TRUE + _FALSE:
-        raise _Bad('local_echo %s: use yes or no' % _show(text))
-    return text.lower() in _TRUE
-
-
-_VALUE = {
-    'role': _role, 'position': _position, 'monitor_mode': _monitor_mode, 'name': _name,
-    'model': _model, 'group': _group, 'phase': _phase, 'interval': _interval,
-    'baudrate': _baudrate, 'stopbits': _stopbits, 'parity': _parity, 'timeout': _timeout,
-    'local_echo': _local_echo,
-}
-
-
 # -- resolving: role rules, phase groups, which section applies on which port ------------------
+
+SHARED_KEYS = ('role', 'position', 'name', 'monitor_mode', 'sign', 'vebus')
+
 
 def _resolve(sections, the_map):
     meters = [s for s in sections if s.ident and not s.skip and s.ident[0] == 'meter']
@@ -440,9 +299,9 @@ def _resolve(sections, the_map):
         found = _check_meter(the_map, {k: (v, line, s) for k, (v, line) in s.values.items()})
         if s.ok:
             role, position, mode = found
-            the_map._meters[s.ident[1:]] = MeterConfig(
-                s.ident[2], role, position, _get(s, 'name'), mode, _get(s, 'model'),
-                section=s.header, line=s.line)
+            the_map._meters[s.ident[1:]] = MeterSpec(
+                (('L1', s.ident[2]),), role, position, _get(s, 'name'), mode, _get(s, 'model'),
+                _get(s, 'sign'), _get(s, 'vebus'), sections=(s.header,), line=s.line)
     for name, members in groups.items():
         _resolve_group(the_map, name, members)
     for s in meters:
@@ -451,7 +310,7 @@ def _resolve(sections, the_map):
         if s.ident and not s.skip and s.ident[0] == 'bus' and s.ok:
             the_map._bus[s.ident[1]] = {k: v for k, (v, _) in s.values.items()}
         if s.ident and not s.skip and not (s.ok and the_map._meters.get(s.ident[1:], True)):
-            the_map._left_out.add(s.ident)
+            the_map.left_out.add(s.ident)
 
 
 def _get(section, key):
@@ -493,8 +352,10 @@ def _check_meter(the_map, values, in_group=None):
         else:
             _fail(the_map, section, line, key, message)
 
-    role, position, mode, model = (values[k][0] if k in values else None
-                                   for k in ('role', 'position', 'monitor_mode', 'model'))
+    role, position, mode, model, sign = (values[k][0] if k in values else None
+                                         for k in ('role', 'position', 'monitor_mode', 'model',
+                                                   'sign'))
+    family = roles.family_of(role) if role else model
     if in_group and role and role not in roles.AC_ROLES:
         fail('role', 'a group is one AC meter: use %s' % ', '.join(roles.AC_ROLES))
     elif role and model and roles.family_of(role) != model:
@@ -502,12 +363,12 @@ def _check_meter(the_map, values, in_group=None):
              % (role, roles.family_of(role).upper(), model.upper()))
     if position is not None:
         if role not in roles.POSITIONS:
-            fail('position', 'position applies only to role pvinverter or acload, and the role '
-                 'is %s' % (role or 'not given'))
+            fail('position', 'position applies only to role %s, and the role is %s'
+                 % (', '.join(roles.POSITIONS), role or 'not given'))
             position = None
         elif position not in roles.POSITIONS[role]:
             fail('position', 'position %d is not one for %s; use %s'
-                 % (position, role, _POSITION_TEXT[role]))
+                 % (position, role, map_syntax.POSITION_TEXT[role]))
     if mode is not None:
         modes = roles.MONITOR_MODES.get(role)
         if not modes:
@@ -515,9 +376,15 @@ def _check_meter(the_map, values, in_group=None):
                  'role is %s' % (role or 'not given'))
         elif mode not in modes and mode not in modes.values():
             fail('monitor_mode', 'monitor_mode %s is not one for %s; %s'
-                 % (mode, role, _modes_text(role)))
+                 % (mode, role, map_syntax.modes_text(role)))
         else:
             mode = modes.get(mode, mode)
+    if sign is not None and family == 'dc':
+        fail('sign', 'sign = vebus is for an AC meter at the inverter/charger\'s AC input; a DC '
+             'meter has no such direction')
+    if 'vebus' in values and sign is None:
+        fail('vebus', 'vebus picks the VE.Bus device that gives the direction: it needs '
+             'sign = vebus')
     return role, position, mode
 
 
@@ -526,7 +393,7 @@ def _resolve_group(the_map, name, members):
     def problem(section, line, key, message):
         the_map._add(line, "%s; group '%s' ignored" % (message, name), section.header, key)
 
-    reported = len(the_map._found)
+    reported = len(the_map.problems)
     good = [s for s in members if s.ok]
     broken = [s for s in members if not s.ok]
     if broken and good:
@@ -551,36 +418,25 @@ def _resolve_group(the_map, name, members):
         if _get(s, 'model') == 'dc':
             problem(s, s.values['model'][1], 'model',
                     'a group is made of PZEM-016 (AC) meters only')
-        for key in ('role', 'position', 'name', 'monitor_mode'):
+        for key in SHARED_KEYS:
             if key not in s.values:
                 continue
             value, line = s.values[key]
             if key in values and values[key][0] != value:
                 other = values[key][2]
                 problem(s, line, key, '%s differs from [%s] on line %d; give it once or the same '
-                        'in every section of the group' % (_show(value), other.header,
+                        'in every section of the group' % (show(value), other.header,
                                                             values[key][1]))
             values.setdefault(key, (value, line, s))
     role, position, _ = _check_meter(the_map, values, in_group=name)
-    if broken or len(the_map._found) > reported:
+    if broken or len(the_map.problems) > reported:
         return
-    model = 'ac' if any('model' in s.values for s in members) else None
+    members = sorted(members, key=lambda s: s.values['phase'][0])
+    spec = MeterSpec(
+        tuple((s.values['phase'][0], s.ident[2]) for s in members), role, position,
+        values.get('name', (None,))[0], None,
+        'ac' if any('model' in s.values for s in members) else None,
+        values.get('sign', (None,))[0], values.get('vebus', (None,))[0], name,
+        tuple(s.header for s in members), min(s.line for s in members))
     for s in members:
-        the_map._meters[s.ident[1:]] = MeterConfig(
-            s.ident[2], role, position, values.get('name', (None,))[0], None, model, name,
-            s.values['phase'][0], section=s.header, line=s.line)
-
-
-# -- messages --------------------------------------------------------------------------------------
-
-def _show(value, quote=True):
-    """User text fit for a console line: printable, at most 40 characters."""
-    text = ''.join(c if c.isprintable() else repr(c)[1:-1] for c in str(value))
-    if len(text) > 40:
-        text = text[:37] + '...'
-    return "'%s'" % text if quote else text
-
-
-def _did_you_mean(word, candidates):
-    close = difflib.get_close_matches(word, candidates, n=1)
-    return " (did you mean '%s'?)" % close[0] if close else ''
+        the_map._meters[s.ident[1:]] = spec

@@ -1,137 +1,310 @@
-"""The poll path: read -> decode -> check -> publish, one published meter per time slot.
+"""The poll path: read -> decode -> check -> publish, one published meter per time slot, and in
+the gaps the probes: the map's meters that have not answered yet, and discovery.
 
-Every published meter (a single PZEM or a phase group) is read once per interval, round-robin,
-so the bus is never asked two things at once and the D-Bus work is spread evenly. Addresses of
-the map that did not answer are probed again now and then.
+Every published meter (a single PZEM or a phase group) is read once per interval, round-robin, so
+the bus is never asked two things at once and the D-Bus work is spread evenly. A probe runs only
+when the rest of the slot has room for it, so it never delays a poll; only a probe that has waited
+FORCE_SECONDS (a bus too busy to have gaps) takes its turn anyway, delaying the next poll by at
+most one probe timeout.
 """
 import logging
 import time
 
-from . import modbus, models, roles
-from .meter import Meter
-from .publisher import Place
+from . import modbus, models
+from .discovery import Discovery
+from .meter import Meter, meter_log, short_reason
+
+GARBLED_RETRIES = 3         # a garbled reply means something is there: ask again at once
+BACKOFF_SECONDS = (2.0, 4.0, 8.0, 15.0, 30.0, 60.0)    # a silent mapped meter, asked again
+FORCE_SECONDS = 10.0
+PROBE_MARGIN = 0.02         # the bus's inter-frame silence and our own work around a probe
 
 log = logging.getLogger('pzem')
 
 
-class Wanted(object):
-    """A meter (one config) or a phase group (several) of the map, not published yet."""
+class Waiting(object):
+    """A meter of the map that has not answered yet, with when to ask it again."""
 
-    def __init__(self, configs):
-        self.configs = configs
-
-    @property
-    def addresses(self):
-        return [c.address for c in self.configs]
-
-    @property
-    def group(self):
-        return self.configs[0].group    # members of a group all carry its name
-
-    def place(self, family):
-        first = lambda attr: next((getattr(c, attr) for c in self.configs
-                                   if getattr(c, attr) is not None), None)
-        return Place(first('role') or roles.DEFAULT_ROLE[family], first('position'),
-                     first('name'), first('monitor_mode'),
-                     [c.section for c in self.configs if c.section])
+    def __init__(self, spec, due=0.0):
+        self.spec = spec
+        self.due = due
+        self.silent = 0         # probes in a row without an answer
+        self.reported = False   # "does not answer" logged once
 
 
 class Poller(object):
-    def __init__(self, bus, port, wanted, interval, publish, reprobe=60.0, clock=time.monotonic):
-        """publish(phases, place) -> Publisher, or None when it could not be published."""
+    def __init__(self, bus, port, specs, interval, publish, found=None, scan=True,
+                 scan_timeout=0.15, energy_for=None, clock=time.monotonic):
+        """publish(spec, phases) -> Publisher, or None when it could not be published;
+        found(address, model) -> the MeterSpec for a meter the map does not name (it writes
+        the map), or None; energy_for(model) -> the running totals for a new Meter, or None."""
         self.bus = bus
         self.port = port
-        self.wanted = list(wanted)
         self.interval = interval
         self.publish = publish
+        self.found = found
+        self.scan_timeout = scan_timeout
+        self.energy_for = energy_for
         self.clock = clock
         self.published = []
+        self.waiting = [Waiting(spec) for spec in specs]
+        self.refused = []           # specs whose role does not fit the meter's family
+        self.answered = set()       # addresses that answered (published or not)
+        self.discovery = Discovery(clock, self._named()) if scan else None
+        self._urgent = {}           # address -> garbled replies so far
         self._next = 0
-        self.reprobe = reprobe
-        self._reprobe_at = clock() + reprobe
+        self._probe_waiting_since = None
 
-    def probe(self, deadline):
-        """Look once for every wanted meter (until `deadline`); returns how many were published."""
-        for wanted in list(self.wanted):
-            if self.clock() + self.bus.timeout > deadline:  # a silent address takes a timeout
+    def _named(self):
+        return {a for w in self.waiting for a in w.spec.addresses} | {
+            a for p in self.published for a in p.spec.addresses}
+
+    @property
+    def slot(self):
+        return self.interval / max(1, len(self.published))
+
+    # -- start-up ----------------------------------------------------------------------------
+
+    def start(self, deadline):
+        """Ask every meter of the map once, then the likely addresses, until `deadline`;
+        returns how many meters are published. Raises modbus.PortGone."""
+        for waiting in list(self.waiting):
+            if not self._room(deadline):
                 break
-            self._try(wanted)
+            self._probe_spec(waiting)
+            while waiting in self.waiting and waiting.spec.address in self._urgent \
+                    and self._room(deadline):
+                self._probe_spec(waiting)
+        if self.discovery is not None:
+            for address in self.discovery.start_up():
+                if not self._room(deadline):
+                    break
+                self.discovery.take(address)
+                self._probe_address(address)
+                while address in self._urgent and self._room(deadline):
+                    self._probe_address(address)
+        for waiting in self.waiting:
+            self._report_silent(waiting)
         return len(self.published)
 
-    def _try(self, wanted):
+    def _room(self, deadline):
+        return self.clock() + self.scan_timeout + PROBE_MARGIN <= deadline
+
+    # -- the poll loop -----------------------------------------------------------------------
+
+    def tick(self):
+        """Poll the next published meter, then one probe if the slot has room (or it waited
+        too long). Raises modbus.PortGone."""
+        started = self.clock()
+        if self.published:
+            publisher = self.published[self._next % len(self.published)]
+            self._next += 1
+            publisher.poll(self.bus)
+        probe = self._next_probe()
+        if probe is None:
+            self._probe_waiting_since = None
+            return
+        room = started + self.slot - self.clock() >= self.scan_timeout + PROBE_MARGIN
+        if self._probe_waiting_since is None:
+            self._probe_waiting_since = started
+        if room or not self.published or \
+                started - self._probe_waiting_since >= FORCE_SECONDS:
+            self._probe_waiting_since = None
+            probe()
+
+    def _next_probe(self):
+        """The most urgent probe that is due now, as a callable, or None."""
+        now = self.clock()
+        for address in self._urgent:
+            waiting = self._waiting_for(address)
+            if waiting is not None:
+                return lambda: self._probe_spec(waiting)
+            return lambda: self._probe_address(address)
+        due = [w for w in self.waiting if w.due <= now]
+        if due:
+            waiting = min(due, key=lambda w: w.due)
+            return lambda: self._probe_spec(waiting)
+        if self.discovery is not None:
+            next_due = self.discovery.next_due()
+            if next_due is not None and next_due[0] <= now:
+                address = next_due[1]
+
+                def ask():
+                    self.discovery.take(address)
+                    self._probe_address(address)
+                return ask
+        return None
+
+    def _waiting_for(self, address):
+        return next((w for w in self.waiting if address in w.spec.addresses), None)
+
+    # -- probes ------------------------------------------------------------------------------
+
+    def _probe_spec(self, waiting):
+        spec = waiting.spec
         try:
-            phases, family = self._find(wanted)
+            phases, family = self._find(spec)
+        except modbus.PortGone:
+            raise
+        except modbus.BadFrame as e:
+            self._garbled(spec.address, e)
+            return
+        except modbus.ModbusError as e:
+            self._urgent.pop(spec.address, None)
+            waiting.silent += 1
+            waiting.due = self.clock() + BACKOFF_SECONDS[
+                min(waiting.silent, len(BACKOFF_SECONDS)) - 1]
+            log.debug('%s:%d: no meter there yet: %s', self.port, spec.address, e)
+            return
+        self._urgent.pop(spec.address, None)
+        self.answered.update(spec.addresses)
+        if not spec.fits(family):
+            meter_log(self.port, spec.addresses).error(
+                'a %s meter (%s) answers, but the map gives it role %s: not published; give it '
+                'a %s role in the map', family.upper(), phases[0][1].model.name, spec.role,
+                family.upper())
+            self.waiting.remove(waiting)
+            self.refused.append(spec)
+            if self.discovery is not None:
+                self.discovery.skip(spec.addresses)
+            return
+        publisher = self.publish(spec, phases)
+        if publisher is None:       # D-Bus trouble: it stays waiting and is tried again
+            waiting.due = self.clock() + BACKOFF_SECONDS[-1] / 6
+            return
+        if waiting.reported:
+            publisher.log.info('answering now')
+        self.waiting.remove(waiting)
+        self.published.append(publisher)
+
+    def _probe_address(self, address):
+        """Ask an address the map does not name; publish what answers there."""
+        timeout = self.scan_timeout
+        try:
+            self.bus.read_input(address, 1, timeout=timeout)
+        except modbus.PortGone:
+            raise
+        except modbus.NoReply:
+            self._urgent.pop(address, None)
+            self.discovery.asked(address)
+            return
+        except modbus.BadFrame as e:
+            self._garbled(address, e)
+            return
+        except modbus.ExceptionReply:
+            pass                    # a meter that refuses the read is still there
+        self._urgent.pop(address, None)
+        try:
+            model, regs = models.identify(self.bus, address)
         except modbus.PortGone:
             raise
         except modbus.ModbusError as e:
-            log.debug('%s: no meter at %s: %s', self.port, wanted.addresses, e)
+            log.debug('%s:%d: answered, but could not be identified: %s', self.port, address, e)
+            self._urgent.setdefault(address, 0)
             return
-        place = wanted.place(family)
-        if roles.family_of(place.role) != family:
-            log.error('%s:%d is a %s meter but the map gives it role %s: not published; set a %s '
-                      'role (%s) in the map', self.port, wanted.addresses[0], family.upper(),
-                      place.role, family.upper(), ', '.join(roles.FAMILY_ROLES[family]))
-            self.wanted.remove(wanted)
+        self.answered.add(address)
+        self.discovery.skip([address])
+        spec = self.found(address, model) if self.found else None
+        if spec is None:
             return
-        publisher = self.publish(phases, place)
-        if publisher is not None:       # else it stays wanted, and is tried again later
-            self.wanted.remove(wanted)
+        meter_log(self.port, [address]).info('found a %s the map does not name', model.name)
+        waiting = Waiting(spec)
+        self.waiting.append(waiting)
+        phases = [('L1', self._meter(address, model, spec.addresses))]
+        if regs is not None:
+            phases[0][1].take(regs)         # the probe's read is the first reading
+        publisher = self.publish(spec, phases)
+        if publisher is not None:
+            self.waiting.remove(waiting)
             self.published.append(publisher)
 
-    def _find(self, wanted):
+    def _garbled(self, address, error):
+        tries = self._urgent.get(address, 0) + 1
+        if tries >= GARBLED_RETRIES:
+            self._urgent.pop(address, None)
+            waiting = self._waiting_for(address)
+            if waiting is not None:
+                waiting.due = self.clock() + BACKOFF_SECONDS[0]
+            elif self.discovery is not None:
+                self.discovery.asked(address)
+            log.debug('%s:%d: garbled replies: %s', self.port, address, error)
+        else:
+            self._urgent[address] = tries
+
+    def _find(self, spec):
         """([(phase, Meter)], family) for what answers; raises modbus.ModbusError otherwise."""
-        if wanted.group:
+        if spec.group:
             # A group is PZEM-016s only; it is published once any phase answers.
             errors = []
-            for c in wanted.configs:
+            for address in spec.addresses:
                 try:
-                    first = c.address, self.bus.read_input(c.address, models.AC.input_count)
+                    first = address, self.bus.read_input(address, models.AC.input_count)
                     break
                 except modbus.PortGone:
                     raise
                 except modbus.ModbusError as e:
                     errors.append(e)
             else:
-                raise errors[0]
-            meters = [(c.phase, Meter(self.port, c.address, models.AC))
-                      for c in sorted(wanted.configs, key=lambda c: c.phase)]
-            for _, meter in meters:
+                raise min(errors, key=lambda e: not isinstance(e, modbus.BadFrame))
+            phases = [(phase, self._meter(address, models.AC, spec.addresses))
+                      for phase, address in spec.phases]
+            for _, meter in phases:
                 if meter.address == first[0]:
                     meter.take(first[1])    # the probe's read is the first reading
-            return meters, 'ac'
-        config = wanted.configs[0]
-        if config.model:
-            model = models.MODELS[config.model]
-            regs = self.bus.read_input(config.address, model.input_count)
+            return phases, 'ac'
+        if spec.model:
+            model = models.MODELS[spec.model]
+            regs = self.bus.read_input(spec.address, model.input_count)
         else:
-            model, regs = models.identify(self.bus, config.address)
-        log.info('%s:%d: found a %s', self.port, config.address, model.name)
-        meter = Meter(self.port, config.address, model)
+            model, regs = models.identify(self.bus, spec.address)
+        meter = self._meter(spec.address, model, spec.addresses)
         if regs is not None:
             meter.take(regs)                # the probe's read is the first reading
         return [('L1', meter)], model.family
 
-    def tick(self):
-        """Poll the next published meter; between slots, probe one missing address if due.
+    def _meter(self, address, model, addresses):
+        energy = self.energy_for(model) if self.energy_for else None
+        return Meter(self.port, address, model, log=meter_log(self.port, addresses),
+                     clock=self.clock, energy=energy)
 
-        Returns the delay in seconds until the next tick. Raises modbus.PortGone.
-        """
-        started = self.clock()
-        if self.published:
-            publisher = self.published[self._next % len(self.published)]
-            self._next += 1
-            for _, meter in publisher.phases:
-                meter.poll(self.bus)
-            publisher.update()
-        if self.wanted and started >= self._reprobe_at:
-            wanted = self.wanted[0]
-            self._try(wanted)
-            if wanted in self.wanted:   # still missing: the others come first next time
-                self.wanted.remove(wanted)
-                self.wanted.append(wanted)
-            self._reprobe_at = started + self.reprobe / max(1, len(self.wanted))
-        slot = self.interval / max(1, len(self.published))
-        return max(0.0, slot - (self.clock() - started))
+    def _report_silent(self, waiting):
+        if waiting.reported or waiting not in self.waiting:
+            return
+        waiting.reported = True
+        spec = waiting.spec
+        meter_log(self.port, spec.addresses).warning(
+            'the map names a meter here%s, but it does not answer; asking again every few '
+            'seconds (check its power, address and the RS-485 wiring)',
+            ' (role %s)' % spec.role if spec.role else '')
+
+    # -- following the map -------------------------------------------------------------------
+
+    def apply_map(self, specs):
+        """Follow an edited map: new specs wait to be probed, removed ones go, changed ones
+        are applied to their publisher."""
+        by_addresses = {s.addresses: s for s in specs}
+        kept = []
+        for publisher in self.published:
+            spec = by_addresses.pop(publisher.spec.addresses, None)
+            same_meter = spec is not None and spec.group == publisher.spec.group and \
+                spec.model in (None, publisher.family) and spec.fits(publisher.family)
+            if same_meter:
+                publisher.apply(spec)
+                kept.append(publisher)
+            else:
+                publisher.log.info('no longer in the map as it was: taken off D-Bus')
+                publisher.close()
+                if spec is not None:
+                    by_addresses[spec.addresses] = spec
+        gone = {a for p in self.published if p not in kept for a in p.spec.addresses}
+        self.published = kept
+        self.waiting = [Waiting(s) for s in sorted(by_addresses.values(),
+                                                   key=lambda s: s.address)]
+        self.refused = []
+        if self.discovery is not None:
+            named = self._named()
+            # a meter the user took out of the map is not searched for again until a restart
+            self.discovery.skip(named | gone)
 
     def close(self):
         for publisher in self.published:

@@ -1,24 +1,27 @@
-"""One D-Bus service for one meter, or for a group of phase meters published as one meter.
+"""One D-Bus service for one published meter: a single PZEM, or a phase group as one meter.
 
-The role decides the service type and the paths; the map file is the source of truth for role,
-position and name, so a change from the GUI is written there first and refused if that fails.
+The map's MeterSpec decides the role, and the role the service type and the paths; the map file is
+the source of truth for role, position and name, so a change from the GUI is written there first
+and refused if that fails. Energy paths carry the driver's own running totals (energy.py), signed
+power and current follow the VE.Bus device's direction for a meter with `sign = vebus`.
 """
+import dataclasses
 import logging
 import re
 import time
 
-from . import map_update, roles, settings
+from . import map_update, models, roles, settings
 from .busitem import BusItemService
+from .map_syntax import MAX_NAME
+from .meter import ERROR_KINDS
 
 PRODUCT_ID = 0xFFFF     # no Victron-assigned id; 0xFFFF is velib's "unknown product"
-MAX_NAME = 32           # the GUI's CustomName limit
 ENERGY_DIRECTION = {'dcsource': 'Out', 'dcload': 'In', 'dcsystem': 'In'}
 ALARM_LEVEL = {0: 0, 0xFFFF: 2}
 RETRY_SECONDS = 10
 ERROR_PATHS = {'no_reply': '/Pzem/Errors/NoReply', 'bad_frame': '/Pzem/Errors/BadFrame',
                'exception': '/Pzem/Errors/Exception', 'implausible': '/Pzem/Errors/Implausible'}
-
-log = logging.getLogger('pzem')
+ENERGY_DROPPED = '/Pzem/Errors/EnergyDropped'
 
 
 def ident_for(port, address):
@@ -26,33 +29,43 @@ def ident_for(port, address):
     return 'pzem_%s_%d' % (re.sub('[^A-Za-z0-9_]', '_', port), address)
 
 
-class Place(object):
-    """What the map says about a published meter: role, position, name, monitor mode."""
+class Context(object):
+    """What every publisher of a port shares: where the map is, the VRM instances, the
+    direction sources and the energy store; the driver makes one."""
 
-    def __init__(self, role, position=None, name=None, monitor_mode=None, sections=()):
-        self.role = role
-        self.position = position
-        self.name = name
-        self.monitor_mode = monitor_mode
-        self.sections = list(sections)
-
-
-class Publisher(object):
-    def __init__(self, port, phases, place, map_path, version, instances):
-        """phases: [(phase name, Meter)], one for a single meter ('L1'), two or three for a group."""
+    def __init__(self, port, map_path, version, instances, directions=None, stores=None,
+                 clock=time.monotonic):
         self.port = port
-        self.phases = phases
-        self.model = phases[0][1].model
-        self.place = place
         self.map_path = map_path
         self.version = version
         self.instances = instances
-        self.ident = ident_for(port, min(m.address for _, m in phases))
+        self.directions = directions    # directions(spec) -> object with sign(phase), or None
+        self.stores = stores            # stores(ident) -> energy.EnergyStore, or None
+        self.clock = clock
+
+
+class Publisher(object):
+    def __init__(self, spec, phases, context, log):
+        """phases: [(phase name, Meter)], one for a single meter ('L1'), two or three for a group."""
+        self.spec = spec
+        self.phases = phases
+        self.model = phases[0][1].model
+        self.context = context
+        self.log = log
+        self.port = context.port
+        self.ident = ident_for(self.port, spec.address)
         self.service = None
-        self.clock = time.monotonic
         self._retry_at = None
         self._watch = None
-        self._publish = []      # (path, phase index, field, is alarm), made once per role
+        self._paths = []        # (path, phase index, field), made once per role
+        self._signs = None      # the signs published last, to notice a flip
+        self.direction = context.directions(spec) if context.directions and spec.sign else None
+        self.store = context.stores(self.ident) if context.stores else None
+        if self.store is not None:
+            saved = self.store.load() or {}
+            for phase, meter in phases:
+                if meter.energy is not None:
+                    meter.energy.restore(saved.get(phase))
         self._start()
 
     @property
@@ -60,136 +73,188 @@ class Publisher(object):
         return self.model.family
 
     @property
+    def role(self):
+        return self.spec.role_for(self.family)
+
+    @property
     def servicename(self):
-        return 'com.victronenergy.%s.%s' % (self.place.role, self.ident)
+        return 'com.victronenergy.%s.%s' % (self.role, self.ident)
 
     # -- building the service ------------------------------------------------------------------
 
     def _start(self):
         svc = BusItemService(self.servicename)
         try:
-            instance = self.instances.claim(svc, self.ident, self.place.role)
+            instance = self.context.instances.claim(svc, self.ident, self.role)
             self._add_paths(svc, instance)
             self.service = svc
-            self.update()
+            self._signs = None
+            self.update(force=True)
             svc.register()
         except Exception:
             self.service = None
             svc.close()
             raise
-        if self.instances.online:
+        if self.context.instances.online:
             self._watch = settings.watch(svc.connection, self.ident, self._on_instance)
-        log.info('%s published as %s, VRM instance %d', self.label, self.servicename, instance)
+        self.log.info('%s published as %s, VRM instance %d%s', self.product, self.servicename,
+                      instance, ', direction from %s' % self.direction.describe()
+                      if self.direction else '')
+
+    @property
+    def product(self):
+        if len(self.phases) == 1:
+            return self.model.name
+        return '%s %d-phase' % (self.model.name, len(self.phases))
 
     def _on_instance(self, role, instance):
         # The GUI's VRM-instances page changed it: consumers read /DeviceInstance once, so
         # re-register rather than change it in place.
-        if self.service is not None and role == self.place.role and \
+        if self.service is not None and role == self.role and \
                 instance != self.service['/DeviceInstance']:
-            log.info('%s: VRM instance changed to %d, re-registering', self.label, instance)
-            self.instances.schedule(self._restart)
+            self.log.info('VRM instance changed to %d, re-registering', instance)
+            self.context.instances.schedule(self._restart)
 
     def _add_paths(self, svc, instance):
-        role = self.place.role
-        addresses = ','.join(str(m.address) for _, m in self.phases)
-        product = self.model.name if len(self.phases) == 1 else '%s %d-phase' % (
-            self.model.name, len(self.phases))
+        role = self.role
+        spec = self.spec
         svc.add_path('/Mgmt/ProcessName', 'dbus-pzem')
-        svc.add_path('/Mgmt/ProcessVersion', self.version)
-        svc.add_path('/Mgmt/Connection', 'Modbus RTU %s:%s' % (self.port, addresses))
+        svc.add_path('/Mgmt/ProcessVersion', self.context.version)
+        svc.add_path('/Mgmt/Connection', 'Modbus RTU %s:%s' % (
+            self.port, ','.join(str(m.address) for _, m in self.phases)))
         svc.add_path('/DeviceInstance', instance)
         svc.add_path('/ProductId', PRODUCT_ID, text='0x{:04X}')
-        svc.add_path('/ProductName', product)
+        svc.add_path('/ProductName', self.product)
         svc.add_path('/FirmwareVersion', None)
         svc.add_path('/HardwareVersion', None)
         svc.add_path('/Serial', self.ident)
         svc.add_path('/Connected', 0)
-        svc.add_path('/CustomName', self.place.name or '', writeable=True,
-                     on_change=self._on_name)
+        svc.add_path('/CustomName', spec.name or '', writeable=True, on_change=self._on_name)
         svc.add_path('/Role', role, writeable=True, on_change=self._on_role)
         svc.add_path('/AllowedRoles', list(roles.FAMILY_ROLES[self.family]))
         if role in roles.POSITIONS:
-            position = self.place.position
-            if position is None:
-                position = roles.DEFAULT_POSITION[role]
-            svc.add_path('/Position', position, writeable=True, on_change=self._on_position)
+            svc.add_path('/Position', self._position(spec), writeable=True,
+                         on_change=self._on_position)
         if role in roles.MONITOR_MODES:
-            mode = self.place.monitor_mode
-            svc.add_path('/Settings/MonitorMode',
-                         roles.DEFAULT_MONITOR_MODE[role] if mode is None else mode)
-        for path in ERROR_PATHS.values():
+            svc.add_path('/Settings/MonitorMode', self._monitor_mode(spec))
+        if roles.is_generic_meter(role):
+            svc.add_path('/IsGenericEnergyMeter', 1)
+        for path in list(ERROR_PATHS.values()) + [ENERGY_DROPPED]:
             svc.add_path(path, 0)
 
-        self._publish = []
+        self._paths = []
         for index, (phase, _) in enumerate(self.phases):
             for f in self.model.fields:
                 if f.path:
                     path = f.path.format(phase=phase, energy=ENERGY_DIRECTION.get(role, 'In'))
                     svc.add_path(path, None, text=f.text)
-                    self._publish.append((path, index, f.name, f.divisor is None))
+                    self._paths.append((path, index, f))
+            if self.family == 'ac':
+                svc.add_path('/Ac/%s/Energy/Reverse' % phase, None, text='{:.3f} kWh')
         if self.family == 'ac':
             svc.add_path('/NrOfPhases', len(self.phases))
             svc.add_path('/Ac/Power', None, text='{:.1f} W')
             svc.add_path('/Ac/Energy/Forward', None, text='{:.3f} kWh')
-            svc.add_path('/Ac/Energy/Reverse', None, text='{:.3f} kWh')    # a PZEM cannot tell
+            svc.add_path('/Ac/Energy/Reverse', None, text='{:.3f} kWh')
             svc.add_path('/Ac/Frequency', None, text='{:.1f} Hz')
             svc.add_path('/Ac/PowerFactor', None, text='{:.2f}')
 
-    # -- publishing one poll ---------------------------------------------------------------------
+    def _position(self, spec):
+        role = spec.role_for(self.family)
+        return roles.DEFAULT_POSITION[role] if spec.position is None else spec.position
 
-    @property
-    def label(self):
-        return 'PZEM %s:%s' % (self.port, ','.join(str(m.address) for _, m in self.phases))
+    def _monitor_mode(self, spec):
+        role = spec.role_for(self.family)
+        return roles.DEFAULT_MONITOR_MODE[role] if spec.monitor_mode is None else spec.monitor_mode
 
-    def update(self):
+    # -- polling and publishing ------------------------------------------------------------------
+
+    def poll(self, bus):
+        """Read every phase (one sweep, so totals match) and publish. Raises modbus.PortGone."""
+        direction = self.direction
+        for phase, meter in self.phases:
+            meter.poll(bus, direction.sign(phase) if direction else 1)
+        self.update()
+
+    def signs(self):
+        direction = self.direction
+        return tuple(direction.sign(phase) if direction else 1 for phase, _ in self.phases)
+
+    def update(self, force=False):
         """Publish the phases' current readings in one ItemsChanged (only what changed)."""
         svc = self.service
         if svc is None:     # re-registering failed: try again now and then
-            if self._retry_at is not None and self.clock() >= self._retry_at:
+            if self._retry_at is not None and self.context.clock() >= self._retry_at:
                 self._restart()
             return
-        readings = [m.reading for _, m in self.phases]
+        signs = self.signs()
+        if not force and signs == self._signs and not any(m.fresh for _, m in self.phases):
+            self._save_energy()
+            return
+        self._signs = signs
+        meters = [m for _, m in self.phases]
+        readings = [m.reading for m in meters]
+        signed = self.spec.sign is not None
         with svc:
-            svc['/Connected'] = 1 if any(m.connected for _, m in self.phases) else 0
-            for path, index, name, alarm in self._publish:
-                reading = readings[index]
-                if reading is None:
+            svc['/Connected'] = 1 if any(m.connected for m in meters) else 0
+            for path, index, f in self._paths:
+                reading, meter = readings[index], meters[index]
+                if f.kind == 'counter':
+                    svc[path] = _kwh(meter.energy.forward if meter.energy else None)
+                elif reading is None:
                     svc[path] = None
+                elif f.kind == 'alarm':
+                    svc[path] = ALARM_LEVEL.get(reading[f.name], 2)
+                elif f.kind == 'signed' and signs[index] < 0:
+                    svc[path] = -reading[f.name]
                 else:
-                    value = reading[name]
-                    svc[path] = ALARM_LEVEL.get(value, 2) if alarm else value
+                    svc[path] = reading[f.name]
             if self.family == 'ac':
-                self._update_totals(svc, readings)
-            for kind, path in ERROR_PATHS.items():
-                svc[path] = sum(m.errors[kind] for _, m in self.phases)
+                self._update_ac_totals(svc, readings, signs, signed)
+            for kind in ERROR_KINDS:
+                svc[ERROR_PATHS[kind]] = sum(m.errors[kind] for m in meters)
+            svc[ENERGY_DROPPED] = sum(m.energy.dropped for m in meters if m.energy)
+        self._save_energy()
 
-    @staticmethod
-    def _update_totals(svc, readings):
-        # Totals only from a complete set: never the sum of the phases that happen to answer.
-        if None in readings:
-            for path in ('/Ac/Power', '/Ac/Energy/Forward', '/Ac/Frequency', '/Ac/PowerFactor'):
+    def _update_ac_totals(self, svc, readings, signs, signed):
+        forwards, reverses = [], []
+        for (phase, meter) in self.phases:
+            energy = meter.energy
+            reverse = energy.reverse if energy and signed else None
+            svc['/Ac/%s/Energy/Reverse' % phase] = _kwh(reverse)
+            forwards.append(energy.forward if energy else None)
+            reverses.append(reverse)
+        svc['/Ac/Energy/Forward'] = _kwh(None if None in forwards else sum(forwards))
+        svc['/Ac/Energy/Reverse'] = _kwh(None if None in reverses else sum(reverses))
+        if None not in readings:
+            readings = [dict(r, power=-r['power'], current=-r['current']) if sign < 0 else r
+                        for r, sign in zip(readings, signs)]
+        totals = models.phase_totals(readings)
+        if totals is None:
+            for path in ('/Ac/Power', '/Ac/Frequency', '/Ac/PowerFactor'):
                 svc[path] = None
             return
-        power = sum(r['power'] for r in readings)
-        apparent = sum(r['voltage'] * r['current'] for r in readings)
-        svc['/Ac/Power'] = round(power, 1)
-        svc['/Ac/Energy/Forward'] = round(sum(r['energy'] for r in readings), 3)
+        svc['/Ac/Power'] = round(totals['power'], 1)
         svc['/Ac/Frequency'] = readings[0]['frequency']
-        if len(readings) == 1:
-            svc['/Ac/PowerFactor'] = readings[0]['power_factor']
-        else:
-            svc['/Ac/PowerFactor'] = round(min(power / apparent, 1.0), 2) if apparent else None
+        svc['/Ac/PowerFactor'] = totals['power_factor']
 
-    # -- changes from the GUI ----------------------------------------------------------------------
+    def _save_energy(self):
+        if self.store is not None:
+            self.store.maybe_save(self._energies())
+
+    def _energies(self):
+        return {phase: meter.energy for phase, meter in self.phases if meter.energy is not None}
+
+    # -- changes from the GUI and from the map ------------------------------------------------------
 
     def _write_map(self, changes):
-        sections = self.place.sections or ['%s:%d' % (self.port, self.phases[0][1].address)]
+        sections = self.spec.sections or ('%s:%d' % (self.port, self.spec.address),)
         try:
-            map_update.update_many(self.map_path, {s: changes for s in sections})
+            map_update.update_many(self.context.map_path, {s: changes for s in sections})
         except map_update.MapWriteError as e:
-            log.error('%s: change refused, the map could not be written: %s', self.label, e)
+            self.log.error('change refused, the map could not be written: %s', e)
             return False
-        self.place.sections = sections
+        self.spec = dataclasses.replace(self.spec, sections=sections)
         return True
 
     def _on_name(self, path, value):
@@ -197,16 +262,16 @@ class Publisher(object):
             return False
         if not self._write_map({'name': value or None}):
             return False
-        self.place.name = value
-        log.info('%s: name set to %r', self.label, value)
+        self.spec = dataclasses.replace(self.spec, name=value or None)
+        self.log.info('name set to %r', value)
         return True
 
     def _on_position(self, path, value):
-        if not isinstance(value, int) or value not in roles.POSITIONS[self.place.role]:
+        if not isinstance(value, int) or value not in roles.POSITIONS[self.role]:
             return False
         if not self._write_map({'position': value}):
             return False
-        self.place.position = value
+        self.spec = dataclasses.replace(self.spec, position=value)
         return True
 
     def _on_role(self, path, value):
@@ -215,41 +280,72 @@ class Publisher(object):
         new = value.strip().lower()
         if new not in roles.FAMILY_ROLES[self.family]:
             return False
-        if new == self.place.role:
+        if new == self.role:
             return True
-        position = self.place.position if new in roles.POSITIONS else None
+        spec = self.spec
+        position = spec.position if new in roles.POSITIONS else None
         if position is not None and position not in roles.POSITIONS[new]:
             position = None
-        mode = self.place.monitor_mode
+        mode = spec.monitor_mode
         if new not in roles.MONITOR_MODES or mode not in roles.MONITOR_MODES[new].values():
             mode = None
         changes = {'role': new, 'position': position, 'monitor_mode': mode}
         if not self._write_map(changes):
             return False
-        old = self.servicename
-        self.place.role, self.place.position, self.place.monitor_mode = new, position, mode
-        log.info('%s: role %s -> %s, re-registering', self.label, old.split('.')[2], new)
-        self.instances.schedule(self._restart)
+        self.apply(dataclasses.replace(self.spec, role=new, position=position, monitor_mode=mode))
         return True
 
+    def apply(self, spec):
+        """Follow a new spec for the same meter (from the GUI or an edited map): paths in place,
+        or re-registration when the role (the service name) changes."""
+        old, self.spec = self.spec, spec
+        if spec == old:
+            return
+        if spec.role_for(self.family) != old.role_for(self.family):
+            self.log.info('role %s -> %s, re-registering', old.role_for(self.family), self.role)
+            self.context.instances.schedule(self._restart)
+            return
+        if (spec.sign, spec.vebus) != (old.sign, old.vebus):
+            self.direction = self.context.directions(spec) \
+                if self.context.directions and spec.sign else None
+            self.log.info('direction: %s', self.direction.describe() if self.direction
+                          else 'none (power and energy as measured, import only)')
+        svc = self.service
+        if svc is None:
+            return
+        with svc:
+            svc['/CustomName'] = spec.name or ''
+            if '/Position' in svc:
+                svc['/Position'] = self._position(spec)
+            if '/Settings/MonitorMode' in svc:
+                svc['/Settings/MonitorMode'] = self._monitor_mode(spec)
+        self.update(force=True)
+
     def _restart(self):
-        self.close()
+        self.close(final=False)
         try:
             self._start()
             self._retry_at = None
         except Exception as e:      # D-Bus trouble: keep polling, try again later
-            self.close()
-            self._retry_at = self.clock() + RETRY_SECONDS
-            log.error('%s: could not re-register (%s); trying again in %ds', self.label, e,
-                      RETRY_SECONDS)
+            self.close(final=False)
+            self._retry_at = self.context.clock() + RETRY_SECONDS
+            self.log.error('could not re-register (%s); trying again in %ds', e, RETRY_SECONDS)
 
-    def close(self):
+    def close(self, final=True):
+        """Take the service off the bus; `final` (the meter goes for good, or the driver
+        stops) also saves the energy totals now."""
+        if final and self.store is not None:
+            self.store.save_now(self._energies())
         if self._watch is not None:
             self._watch.remove()
             self._watch = None
         if self.service is not None:
             self.service.close()
             self.service = None
+
+
+def _kwh(value):
+    return None if value is None else round(value, 3)
 
 
 class Instances(object):
@@ -273,7 +369,8 @@ class Instances(object):
                     instance = moved[1] if moved else instance
                 return instance
             if self.online is None:
-                log.warning('localsettings (com.victronenergy.settings) did not answer: using '
-                            'fallback VRM instances; restart the driver once it runs')
+                logging.getLogger('pzem').warning(
+                    'localsettings (com.victronenergy.settings) did not answer: using fallback '
+                    'VRM instances; restart the driver once it runs')
             self.online = False
         return settings.fallback_instance(ident)

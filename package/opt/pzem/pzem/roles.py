@@ -4,19 +4,22 @@ A role is the D-Bus service type (com.victronenergy.<role>.*). AC roles suit the
 DC roles the PZEM-017 family. Sources: reference/venus-dbus.md 2.3 and 2.4.
 """
 
-AC_ROLES = ('grid', 'genset', 'acload', 'pvinverter')
+AC_ROLES = ('grid', 'genset', 'acload', 'pvinverter', 'evcharger', 'heatpump')
 DC_ROLES = ('dcsource', 'dcload', 'dcsystem')
 ROLES = AC_ROLES + DC_ROLES
 
 FAMILY_ROLES = {'ac': AC_ROLES, 'dc': DC_ROLES}
-DEFAULT_ROLE = {'ac': 'grid', 'dc': 'dcsource'}
+# A meter nobody configured gets a role that steers nothing: never grid, which systemcalc and
+# ESS would act on (reference/venus-dbus.md 9.1).
+DEFAULT_ROLE = {'ac': 'acload', 'dc': 'dcsource'}
 
 # The original PZEM driver's names: role plus a fixed pvinverter position.
 ALIASES = {'inverter0': ('pvinverter', 0), 'inverter': ('pvinverter', 1)}
 
-# /Position: pvinverter 0 AC-in 1, 1 AC-out, 2 AC-in 2; acload (gui-v2) 0 AC-out, 1 AC-in.
-POSITIONS = {'pvinverter': (0, 1, 2), 'acload': (0, 1)}
-DEFAULT_POSITION = {'pvinverter': 0, 'acload': 0}
+# /Position: pvinverter 0 AC-in 1, 1 AC-out, 2 AC-in 2; acload, evcharger and heatpump (gui-v2's
+# AcPosition) 0 AC-out, 1 AC-in.
+POSITIONS = {'pvinverter': (0, 1, 2), 'acload': (0, 1), 'evcharger': (0, 1), 'heatpump': (0, 1)}
+DEFAULT_POSITION = {'pvinverter': 0, 'acload': 0, 'evcharger': 0, 'heatpump': 0}
 
 # /Settings/MonitorMode refines dcsource and dcload services in the GUI.
 MONITOR_MODES = {
@@ -26,6 +29,11 @@ MONITOR_MODES = {
                'waterheater': 8},
 }
 DEFAULT_MONITOR_MODE = {'dcsource': -1, 'dcload': 1}
+
+
+def is_generic_meter(role):
+    """/IsGenericEnergyMeter = 1, as Victron's energy meters publish it for every AC role but grid."""
+    return role in AC_ROLES and role != 'grid'
 
 
 def family_of(role):

@@ -1,0 +1,66 @@
+"""Looking for meters the map does not name, on one port: which address to ask next, and when.
+
+The likely addresses come first (the factory default 1, small numbers, and 20; the original
+tool's examples used 10 and 20): all of them within the start-up budget when there is time, then
+each again every LIKELY_SECONDS, so a meter plugged in later shows up within about a minute. The
+rest of 1..247 is asked slowly, one address every REST_SECONDS, in the gaps between polls.
+"""
+from .rtu import ADDRESSES
+
+LIKELY = tuple(range(1, 17)) + (20,)
+LIKELY_SECONDS = 60.0
+REST_SECONDS = 5.0
+
+
+class Discovery(object):
+    def __init__(self, clock, skip=()):
+        self.clock = clock
+        self._skip = set(skip)          # addresses the map names, or that are published
+        self._likely_due = dict.fromkeys(LIKELY, 0.0)
+        self._rest = [a for a in ADDRESSES if a not in LIKELY]
+        self._rest_next = 0             # index into _rest
+        self._rest_due = 0.0
+
+    def skip(self, addresses):
+        """Do not ask these any more (published, or named by the map)."""
+        self._skip.update(addresses)
+
+    def unskip(self, addresses):
+        """Ask these again (a meter went away from the map or the bus)."""
+        self._skip.difference_update(addresses)
+        for address in addresses:
+            if address in self._likely_due:
+                self._likely_due[address] = self.clock()
+
+    def start_up(self):
+        """The likely addresses to ask at start, in order."""
+        return [a for a in LIKELY if a not in self._skip]
+
+    def asked(self, address):
+        """`address` was asked now (and nothing was found there)."""
+        now = self.clock()
+        if address in self._likely_due:
+            self._likely_due[address] = now + LIKELY_SECONDS
+
+    def next_due(self):
+        """(due time, address) of the next address to ask, or None when there is none."""
+        best = None
+        for address, due in self._likely_due.items():
+            if address not in self._skip and (best is None or due < best[0]):
+                best = (due, address)
+        for _ in range(len(self._rest)):
+            address = self._rest[self._rest_next % len(self._rest)]
+            if address not in self._skip:
+                if best is None or self._rest_due < best[0]:
+                    best = (self._rest_due, address)
+                break
+            self._rest_next += 1
+        return best
+
+    def take(self, address):
+        """Remove `address` from the schedule for this round (about to be asked)."""
+        if address in self._likely_due:
+            self._likely_due[address] = self.clock() + LIKELY_SECONDS
+        elif self._rest and self._rest[self._rest_next % len(self._rest)] == address:
+            self._rest_next += 1
+            self._rest_due = self.clock() + REST_SECONDS
