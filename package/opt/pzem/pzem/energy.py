@@ -1,6 +1,6 @@
 """The driver's own energy totals per phase, which never run backwards, and their saved form.
 
-A PZEM's counter (Wh, 0..9999.999 kWh) goes back to 0 on `pzemctl reset-energy`, on its wrap
+A PZEM's counter (1 Wh steps, 0..9999.99 kWh) goes back to 0 on `pzemctl reset-energy`, on its wrap
 and when a meter is replaced; VRM books any counter that goes down as a huge spike
 (reference/venus-dbus.md 9.3). So what is published is a running total fed by the counter's
 increments, kept in localsettings (EnergyStore) across restarts.
