@@ -1,10 +1,13 @@
-"""localsettings client for a device's VRM instance: /Settings/Devices/<ident>/ClassAndVrmInstance.
+"""localsettings client for a device's settings under /Settings/Devices/<ident>/.
 
-The setting holds '<role>:<instance>' (e.g. 'grid:40'); localsettings hands out free instances per
-class (reference/venus-dbus.md 3.2, 3.3). Every call is bounded by its timeout and returns None when
-localsettings is absent, fails or is too slow; the caller then uses fallback_instance() and says so.
-The calls block (for at most the timeout): they are meant for start-up and for a role change.
+ClassAndVrmInstance holds '<role>:<instance>' (e.g. 'grid:40'); localsettings hands out free
+instances per class (reference/venus-dbus.md 3.2, 3.3). Energy holds the meter's running totals
+(text made by pzem.energy). Every blocking call is bounded by its timeout and returns None when
+localsettings is absent, fails or is too slow; the caller then uses fallback_instance() (or keeps
+its totals in memory) and says so. Blocking calls are meant for start-up, a role change and a
+clean stop; save_energy() is the one made from the poll loop, and it does not wait.
 """
+import logging
 import time
 
 from dbus.exceptions import DBusException
@@ -12,6 +15,8 @@ from dbus.exceptions import DBusException
 SETTINGS_SERVICE = 'com.victronenergy.settings'
 SETTINGS_IFACE = 'com.victronenergy.Settings'
 BUSITEM = 'com.victronenergy.BusItem'
+
+log = logging.getLogger('pzem')
 
 
 def setting_path(ident):
@@ -58,6 +63,51 @@ def watch(connection, ident, callback):
             callback(*parsed)
     return connection.add_signal_receiver(on_change, 'PropertiesChanged', BUSITEM,
                                           SETTINGS_SERVICE, setting_path(ident))
+
+
+def energy_path(ident):
+    return '/Settings/Devices/%s/Energy' % ident
+
+
+def load_energy(connection, ident, timeout=3.0):
+    """The stored energy text for ident ('' when new; the setting is created as a string);
+    None without an answer from localsettings within timeout seconds."""
+    entry = {'path': energy_path(ident), 'default': ''}
+    results = _call(connection, '/', SETTINGS_IFACE, 'AddSettings', 'aa{sv}', [[entry]], timeout)
+    for result in results or ():
+        if result.get('error') == 0 and 'value' in result:
+            return str(result['value'])
+    return None
+
+
+def save_energy(connection, ident, text, on_failure=None):
+    """Store text without waiting for the answer; a failure is logged and reported to
+    on_failure() later, from the main loop. Never raises."""
+    def failed(why):
+        log.warning('%s: energy totals not saved: %s', ident, why)
+        if on_failure is not None:
+            on_failure()
+
+    def replied(code):
+        if code != 0:
+            failed('localsettings refused the value (%s)' % code)
+
+    try:
+        connection.call_async(SETTINGS_SERVICE, energy_path(ident), BUSITEM, 'SetValue', 'v',
+                              [text], replied, lambda e: failed(e.get_dbus_message()),
+                              timeout=10.0)
+    except DBusException as e:
+        failed(e.get_dbus_message())      # the connection is closed
+
+
+def save_energy_now(connection, ident, text, timeout=1.0):
+    """Store text and wait at most timeout seconds; True when localsettings took it."""
+    code = _call(connection, energy_path(ident), BUSITEM, 'SetValue', 'v', [text], timeout)
+    if code != 0:
+        log.warning('%s: energy totals not saved at stop: %s', ident,
+                    'no answer from localsettings' if code is None else 'refused (%s)' % code)
+        return False
+    return True
 
 
 def fallback_instance(ident, default_instance=40):
