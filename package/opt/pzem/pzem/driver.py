@@ -1,6 +1,6 @@
 """dbus-pzem [--config FILE] TTY: publish every PZEM meter on one RS-485 port on D-Bus.
 
-Exit codes: 0 stopped by a signal, 1 the port is missing or vanished, 2 no configured meter
+Exit codes: 0 stopped by a signal, 1 the port is missing or vanished (or no D-Bus), 2 no meter
 answered at start (so serial-starter tries the next driver on this port), 3 bad command line.
 """
 import argparse
@@ -10,14 +10,15 @@ import signal
 import sys
 import time
 
-from . import meter_map, modbus, udev
-from .poll import Poller, Wanted
-from .publisher import Instances, Publisher
+from . import map_update, meter_map, modbus, numbers, roles, udev
+from .meter import meter_log
+from .meter_map import MeterSpec
+from .poll import Poller
 
-DEFAULT_MAP = '/data/conf/pzem.conf'
 PROBE_SECONDS = 4.0     # serial-starter waits for us: give up well within 5 s
-BUS_DEFAULTS = {'interval': 1.0, 'baudrate': 9600, 'stopbits': 2, 'parity': 'N',
-                'timeout': 0.5, 'local_echo': False}
+INTERVAL = 1.0          # the meters refresh about once a second
+SCAN_TIMEOUT = 0.15     # a PZEM answers a one-register read in about 0.1 s
+MAP_CHECK_SECONDS = 2.0
 
 log = logging.getLogger('pzem')
 
@@ -25,14 +26,19 @@ log = logging.getLogger('pzem')
 def parse_args(argv):
     p = argparse.ArgumentParser(prog='dbus-pzem', description=__doc__.split('\n')[0])
     p.add_argument('tty', help="serial port: a name under /dev (ttyUSB0) or a path")
-    p.add_argument('--config', default=DEFAULT_MAP, help='meter map (default %(default)s)')
-    p.add_argument('--interval', type=float, help='seconds between polls of one meter')
-    p.add_argument('--timeout', type=float, help='seconds to wait for a reply')
+    p.add_argument('--config', default=meter_map.DEFAULT_PATH,
+                   help='meter map (default %(default)s)')
+    p.add_argument('--interval', type=numbers.seconds, help='seconds between polls of one meter')
+    p.add_argument('--timeout', type=numbers.positive_seconds,
+                   help='seconds to wait for a reply')
     p.add_argument('--stopbits', type=int, choices=(1, 2))
-    p.add_argument('--reprobe', type=float, default=60.0,
-                   help='seconds between tries of an address that did not answer')
+    p.add_argument('--scan-timeout', type=numbers.positive_seconds, default=SCAN_TIMEOUT,
+                   help='seconds to wait for a reply when looking for meters (default %(default)s)')
     p.add_argument('--debug', action='store_true', help='log every dropped reading')
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not os.path.basename(args.tty.rstrip('/')):
+        p.error('give the serial port, e.g. ttyUSB0')
+    return args
 
 
 def read_version():
@@ -42,19 +48,6 @@ def read_version():
             return f.read().strip()
     except OSError:
         return 'unknown'
-
-
-def wanted_meters(the_map, port):
-    """What to look for on `port`: the map's meters and groups, or address 1 when it has none."""
-    if not the_map.has_sections_for(port):
-        return [Wanted([meter_map.MeterConfig(address=1)])]
-    singles, groups = [], {}
-    for config in the_map.meters_for(port):
-        if config.group:
-            groups.setdefault(config.group, []).append(config)
-        else:
-            singles.append(Wanted([config]))
-    return singles + [Wanted(configs) for configs in groups.values()]
 
 
 def pinned(path):
@@ -76,100 +69,215 @@ def process_age():
         return 0.0
 
 
+class MapFollower(object):
+    """The map as the driver uses it: re-read when the file changes; an edit that leaves
+    something out is not applied (the last good map stays), each problem logged once."""
+
+    def __init__(self, path, the_map):
+        self.path = path
+        self.current = the_map
+        self._stamp = self._stat()
+        self._reported = set(the_map.problems)
+
+    def _stat(self):
+        try:
+            st = os.stat(self.path)
+            return st.st_mtime_ns, st.st_size, st.st_ino
+        except OSError:
+            return None
+
+    def changed(self):
+        """The new map when the file changed and can be used, else None."""
+        stamp = self._stat()
+        if stamp == self._stamp:
+            return None
+        self._stamp = stamp
+        new = meter_map.load(self.path)
+        fresh = [p for p in new.problems if p not in self._reported]
+        for problem in fresh:
+            log.error('map: %s', problem)
+        self._reported = set(new.problems)
+        if new.broken or not new.readable:
+            if fresh:
+                log.error('map: %s was edited but has the problem(s) above: the map as it was '
+                          'before stays in use until they are fixed', self.path)
+            return None
+        self.current = new
+        return new
+
+
+def found_section(port, model, when):
+    return ['%s:%s: a %s found on %s by dbus-pzem; no section named it.' % (
+                port, '%d', model.name, time.strftime('%Y-%m-%d %H:%M', when)),
+            'Its role steers nothing; set role, name and the rest here or in the Venus GUI.']
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format='%(levelname)s %(message)s', stream=sys.stderr)
     started = time.monotonic() - process_age()
     version = read_version()
-    port = os.path.basename(args.tty)
+    port = os.path.basename(args.tty.rstrip('/'))
     the_map = meter_map.load(args.config)
-    for problem in the_map.problems:
-        log.error('map: %s', problem)
-
-    options = dict(BUS_DEFAULTS)
-    options.update(the_map.bus_options(port))
-    for key in ('interval', 'timeout', 'stopbits'):
+    options = the_map.bus_options(port)
+    interval = args.interval if args.interval is not None else options.pop('interval', INTERVAL)
+    options.pop('interval', None)
+    scan = options.pop('scan', True)
+    for key in ('timeout', 'stopbits'):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
-    log.info('dbus-pzem %s on %s: %d baud 8%s%d, poll every %gs, map %s', version, port,
-             options['baudrate'], options['parity'], options['stopbits'], options['interval'],
-             args.config)
-
-    bus = modbus.Bus(args.tty, baudrate=options['baudrate'], stopbits=options['stopbits'],
-                     parity=options['parity'], timeout=options['timeout'],
-                     local_echo=options['local_echo'])
+    bus = modbus.Bus(args.tty, **options)
+    log.info('dbus-pzem %s on %s: %d baud 8%s%d, poll every %gs, map %s%s', version, port,
+             bus.baudrate, bus.parity, bus.stopbits, interval, args.config,
+             '' if scan else ', no search for meters the map does not name')
+    for problem in the_map.problems:
+        log.error('map: %s', problem)
     try:
         bus.open()
     except modbus.PortGone as e:
         log.error('%s', e)
+        log.info('stopping: the serial port cannot be used')
         return 1
 
     # Imported here so that a bad port is reported even where D-Bus is missing.
+    import dbus
     import dbus.mainloop.glib
     from gi.repository import GLib
+    from . import energy, system
+    from .publisher import Context, Instances, Publisher
+    from .ticker import Ticker
     dbus.mainloop.glib.DBusGMainLoop(set_as_default=True)
     loop = GLib.MainLoop()
     outcome = {'code': 0}
+    follower = MapFollower(args.config, the_map)
 
-    def stop(code):
-        outcome['code'] = code
+    def stop(code, why):
+        if outcome.get('why') is None:
+            log.info('stopping: %s', why)
+        outcome.update(code=code, why=why)
         loop.quit()
 
     def soon(func):
         GLib.idle_add(lambda: bool(func()) and False)
 
-    instances = Instances(schedule=soon)
-
-    def publish(phases, place):
-        try:
-            return Publisher(port, phases, place, args.config, version, instances)
-        except Exception as e:      # a D-Bus failure must not take the other meters down
-            log.error('%s: could not publish %s: %s', port,
-                      ','.join(str(m.address) for _, m in phases), e)
-            return None
-
-    wanted = wanted_meters(the_map, port)
-    poller = Poller(bus, port, wanted, options['interval'], publish, reprobe=args.reprobe)
     try:
-        found = poller.probe(deadline=started + PROBE_SECONDS)
+        connection = dbus.SystemBus(private=True)
+    except dbus.DBusException as e:
+        log.error('cannot reach the system D-Bus (%s): no meter can be published', e)
+        log.info('stopping: no D-Bus')
+        bus.close()
+        return 1
+    directions = system.Directions(connection)
+    context = Context(port, args.config, version, Instances(schedule=soon),
+                      directions=directions.for_spec,
+                      stores=lambda ident: energy.EnergyStore(connection, ident))
+
+    def publish(spec, phases):
+        meter_log_ = meter_log(port, spec.addresses)
+        try:
+            publisher = Publisher(spec, phases, context, meter_log_)
+        except Exception as e:      # a D-Bus failure must not take the other meters down
+            meter_log_.error('answers, but could not be published on D-Bus: %s', e)
+            return None
+        warn_if_unsigned_grid([publisher])
+        return publisher
+
+    def found(address, model):
+        if follower.current.mentions(port, address):
+            return None     # the map names it (in a section it left out): not ours to add
+        section = '%s:%d' % (port, address)
+        role = roles.DEFAULT_ROLE[model.family]
+        comments = {section: [line.replace('%d', str(address))
+                              for line in found_section(port, model, time.localtime())]}
+        try:
+            map_update.update_many(args.config, {section: {'role': role}}, comments)
+            sections = (section,)
+        except map_update.MapWriteError as e:
+            meter_log(port, [address]).warning(
+                'could not add it to the map (%s): published as %s; GUI changes to it are '
+                'refused until the map can be written', e, role)
+            sections = ()
+        return MeterSpec.single(address, role=role, sections=sections)
+
+    ess = {'value': None}
+
+    def warn_if_unsigned_grid(publishers):
+        if ess['value'] != 0:
+            return
+        for p in publishers:
+            if p.role == 'grid' and p.spec.sign is None:
+                p.log.warning(
+                    'a grid meter without sign = vebus, while ESS regulates on an external grid '
+                    'meter (Settings > ESS > Grid metering: External meter): a PZEM cannot tell '
+                    'import from export, so ESS would take export for import. If the meter sits '
+                    'right at the inverter/charger\'s AC input, add "sign = vebus" to its '
+                    'section; otherwise give it another role, or set Grid metering to '
+                    'Inverter/Charger')
+
+    def on_ess(value):
+        changed = value != ess['value']
+        ess['value'] = value
+        if changed:
+            warn_if_unsigned_grid(poller.published)
+
+    poller = Poller(bus, port, follower.current.meters_for(port), interval, publish, found,
+                    scan=scan, scan_timeout=args.scan_timeout,
+                    energy_for=lambda model: energy.PhaseEnergy(model.max_kw))
+    try:
+        count = poller.start(deadline=started + PROBE_SECONDS)
     except modbus.PortGone as e:
         log.error('%s', e)
+        log.info('stopping: the serial port went away')
         return 1
-    addresses = ', '.join(str(a) for w in wanted for a in w.addresses)
-    if found:
-        log.info('%s: %d meter(s) published in %.1fs', port, found, time.monotonic() - started)
+    if count:
+        log.info('%d meter(s) published in %.1fs', count, time.monotonic() - started)
+    elif poller.answered:
+        log.error('%d meter(s) answered (address %s) but none could be published on D-Bus: see '
+                  'the lines above', len(poller.answered),
+                  ', '.join(map(str, sorted(poller.answered))))
     elif pinned(bus.path):
         # serial-starter restarts a pinned driver at once: exiting would only loop.
-        log.warning('no PZEM meter answered on %s at address %s yet; the port is pinned to this '
-                    'driver, so it stays and tries again every %gs', port, addresses, args.reprobe)
+        log.warning('no PZEM meter answered on %s yet; the port is pinned to this driver, so it '
+                    'stays and keeps looking', port)
     else:
-        log.error('no PZEM meter answered on %s at address %s: exiting so serial-starter can '
-                  'try other drivers on this port', port, addresses)
+        log.info('stopping: no PZEM meter answered on %s: exiting so serial-starter can try '
+                 'other drivers on this port', port)
         poller.close()
         bus.close()
         return 2
+    ess_watch = system.EssGridMetering(connection, on_ess)
 
     def tick():
         try:
-            delay = poller.tick()
+            poller.tick()
         except modbus.PortGone as e:
             log.error('%s', e)
-            stop(1)
-            return False
+            stop(1, 'the serial port went away')
         except Exception:   # a bug must not end the polling of every meter silently
             log.exception('poll failed; going on')
-            delay = options['interval']
-        GLib.timeout_add(int(delay * 1000), tick)
-        return False
+        return poller.slot
 
+    def check_map():
+        new = follower.changed()
+        if new is not None:
+            log.info('map: %s changed: applying it', args.config)
+            poller.apply_map(new.meters_for(port))
+        return True
+
+    ticker = Ticker(tick)
     # The probe's readings are fresh: answer D-Bus first, poll again one slot later.
-    GLib.timeout_add(int(1000 * options['interval'] / max(1, found)), tick)
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        GLib.unix_signal_add(GLib.PRIORITY_HIGH, signum, lambda: stop(0) or False)
+    ticker.start(poller.slot)
+    GLib.timeout_add(int(MAP_CHECK_SECONDS * 1000), check_map)
+    for signum, name in ((signal.SIGTERM, 'SIGTERM'), (signal.SIGINT, 'SIGINT')):
+        GLib.unix_signal_add(GLib.PRIORITY_HIGH, signum,
+                             lambda name=name: stop(0, 'asked to (%s)' % name) or False)
     try:
         loop.run()
     finally:
+        ticker.stop()
+        ess_watch.close()
         poller.close()
+        directions.close()
         bus.close()
     return outcome['code']
