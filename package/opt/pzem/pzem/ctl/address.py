@@ -3,12 +3,10 @@
 The meter answers the write with an echo from its old address; the new address may need a
 moment, so the check at the new address is retried (reference/pzem-protocol.md 2.7).
 """
-import time
-
 from .. import meter_map, modbus, roles
 from . import holding
-from .console import Failure, say
-from .readings import identify
+from .console import Failure, confirm, say
+from .readings import read_meter
 from ..rtu import GENERAL_ADDRESS
 from .scan import single_meter
 
@@ -16,12 +14,12 @@ from .scan import single_meter
 def set_address(port, args):
     new = args.new
     if args.source is None:
-        old = single_meter(port)
+        old = single_meter(port, args.addresses)
         target = GENERAL_ADDRESS
     else:
         old = target = args.source
     with port.bus() as bus:
-        model, _ = identify(bus, target)
+        model, _ = read_meter(bus, target)
         if old == new:
             say('the %s already answers at address %d on %s: nothing to change' % (
                 model.name, new, port.name))
@@ -31,11 +29,14 @@ def set_address(port, args):
             raise Failure('address %d is already in use on %s (a meter answers there): pick a '
                           'free one ("pzemctl %s scan" lists the taken ones)'
                           % (new, port.name, port.name))
-        try:
-            bus.write_register(target, holding.ADDRESS, new)
-        except (modbus.NoReply, modbus.BadFrame):
-            pass        # the echo got lost; the read-back at the new address decides
-        verify(bus, port.name, old, new)
+        if not confirm('give the %s at address %d on %s the address %d' % (
+                model.name, old, port.name, new), args.yes):
+            raise Failure('cancelled: nothing was written to the meter')
+        took, got = holding.write_and_read_back(
+            lambda: bus.write_register(target, holding.ADDRESS, new),
+            lambda: bus.read_holding(new, holding.ADDRESS, 1)[0],
+            lambda got: got == new)
+        verify(bus, port.name, old, new, took, got)
     say('the %s on %s now answers at address %d (was %d)' % (model.name, port.name, new, old))
     map_hint(port, args.config, model, old, new)
 
@@ -53,18 +54,9 @@ def answers(bus, address):
     return False
 
 
-def verify(bus, port_name, old, new):
-    got = None
-    for attempt in range(holding.VERIFY_TRIES):
-        if attempt:
-            time.sleep(holding.VERIFY_PAUSE)
-        try:
-            got = bus.read_holding(new, holding.ADDRESS, 1)[0]
-        except (modbus.NoReply, modbus.BadFrame):
-            continue
-        if got == new:
-            break
-    else:
+def verify(bus, port_name, old, new, took, got):
+    """Failure unless the meter answers at the new address only."""
+    if not took:
         raise Failure('the meter did not come up at address %d (%s); it may still be at '
                       'address %d: try "pzemctl %s info %d"' % (
                           new, 'no reply there' if got is None else 'register reads %d' % got,

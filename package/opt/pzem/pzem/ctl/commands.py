@@ -1,23 +1,22 @@
 """The commands that read a meter or change one of its settings: scan, info, reset-energy,
 set-alarm, set-range. Each changes nothing before it has found and identified the meter, and
 counts as done only once the meter reads back what was asked."""
-import time
-
 from .. import modbus
 from . import holding
 from .console import Failure, UsageError, confirm, note, say
-from .readings import identify, one_line, read_values, block
+from .readings import block, one_line, read_meter
 from ..rtu import GENERAL_ADDRESS
-from .scan import single_meter, sweep
+from .scan import single_meter, span, sweep
 
 ENERGY_AFTER_RESET_KWH = 0.001  # a loaded meter may count one Wh between the reset and the check
 
 
 def scan(port, args):
-    result = sweep(port)
+    result = sweep(port, args.addresses)
     if not result.answering:
-        raise Failure('no meter answers on %s at any address 1..247 (%.1f s): check the wiring '
-                      '(A/B), the meters\' power and the stop bits' % (port.name, result.seconds))
+        raise Failure('no meter answers on %s at any address %s (%.1f s): check the wiring (A/B), the '
+                      'meters\' power and the stop bits'
+                      % (port.name, span(args.addresses), result.seconds))
     with port.bus() as bus:
         for address in result.answering:
             if address in result.garbled:
@@ -25,25 +24,25 @@ def scan(port, args):
                     % address)
                 continue
             try:
-                model, values = identify(bus, address)
+                model, values = read_meter(bus, address)
             except modbus.PortGone:
                 raise
             except modbus.ModbusError as e:
                 say('%3d  ?         answers, but could not be read: %s' % (address, e))
                 continue
             say('%3d  %-8s  %s' % (address, model.name, one_line(model, values)))
-    say('%d meter(s) on %s; addresses 1..247 scanned in %.1f s' % (
-        len(result.answering), port.name, result.seconds))
+    say('%d meter(s) on %s; addresses %s scanned in %.1f s' % (
+        len(result.answering), port.name, span(args.addresses), result.seconds))
 
 
 def info(port, args):
     target = args.address
     if target is None:
-        single_meter(port)
+        single_meter(port, args.addresses)
         target = GENERAL_ADDRESS
     with port.bus() as bus:
         try:
-            model, values = identify(bus, target)
+            model, values = read_meter(bus, target)
             settings = holding.read_settings(bus, target, model)
         except (modbus.NoReply, modbus.BadFrame) as e:
             if target != GENERAL_ADDRESS:
@@ -60,26 +59,18 @@ def info(port, args):
 def reset_energy(port, args):
     address = args.address
     with port.bus() as bus:
-        model, values = identify(bus, address)
+        model, values = read_meter(bus, address)
         if not confirm('reset the energy counter of the %s at address %d on %s (now %.3f kWh)' % (
                 model.name, address, port.name, values['energy']), args.yes):
             raise Failure('cancelled: nothing was written to the meter')
-        try:
-            bus.reset_energy(address)
-        except (modbus.NoReply, modbus.BadFrame):
-            pass        # the echo got lost; the read-back decides
-        energy = None
-        for attempt in range(holding.VERIFY_TRIES):
-            if attempt:
-                time.sleep(holding.VERIFY_PAUSE)
-            try:
-                energy = read_values(bus, address, model)['energy']
-            except (modbus.NoReply, modbus.BadFrame):
-                continue
-            if energy <= ENERGY_AFTER_RESET_KWH:
-                say('energy counter of the %s at address %d reset: now %.3f kWh (was %.3f kWh)'
-                    % (model.name, address, energy, values['energy']))
-                return
+        took, energy = holding.write_and_read_back(
+            lambda: bus.reset_energy(address),
+            lambda: read_meter(bus, address, model)[1]['energy'],
+            lambda energy: energy <= ENERGY_AFTER_RESET_KWH)
+        if took:
+            say('energy counter of the %s at address %d reset: now %.3f kWh (was %.3f kWh)'
+                % (model.name, address, energy, values['energy']))
+            return
         raise Failure('the energy counter of the meter at address %d did not reset: it reads %s'
                       % (address, 'nothing' if energy is None else '%.3f kWh' % energy))
 
@@ -87,7 +78,7 @@ def reset_energy(port, args):
 def set_alarm(port, args):
     address = args.address
     with port.bus() as bus:
-        model, _ = identify(bus, address)
+        model, _ = read_meter(bus, address)
         before = holding.read_settings(bus, address, model)
         writes = alarm_writes(model, address, before, args)
         changes = ', '.join('%s %s (now %s)' % (what, shown, old) for _, _, what, shown, old
@@ -145,7 +136,7 @@ def alarm_writes(model, address, before, args):
 def set_range(port, args):
     address, amps = args.address, args.amps
     with port.bus() as bus:
-        model, _ = identify(bus, address)
+        model, _ = read_meter(bus, address)
         if model.family != 'dc':
             raise Failure('the meter at address %d is a %s (AC): only a PZEM-017 has a shunt '
                           'range' % (address, model.name))

@@ -50,14 +50,15 @@ def settings_lines(model, settings, indent='  ', with_range=True):
     return ['%s%-24s %s' % (indent, name, value) for name, value in rows]
 
 
-def write_verified(bus, address, register, value, what):
-    """Write one holding register and read it back until it holds `value` (Failure if never).
+def write_and_read_back(write, read, took):
+    """write(), then read() until took(what it read): (True, that value), or (False, the last
+    value read or None) after VERIFY_TRIES reads.
 
     A lost or garbled echo does not mean the write failed: the read-back decides.
     An exception reply does (modbus.ExceptionReply propagates).
     """
     try:
-        bus.write_register(address, register, value)
+        write()
     except (modbus.NoReply, modbus.BadFrame):
         pass
     got = None
@@ -65,11 +66,21 @@ def write_verified(bus, address, register, value, what):
         if attempt:
             time.sleep(VERIFY_PAUSE)
         try:
-            got = bus.read_holding(address, register, 1)[0]
+            got = read()
         except (modbus.NoReply, modbus.BadFrame):
             continue
-        if got == value:
-            return
+        if took(got):
+            return True, got
+    return False, got
+
+
+def write_verified(bus, address, register, value, what):
+    """Write one holding register and read it back until it holds `value` (Failure if never)."""
+    took, got = write_and_read_back(lambda: bus.write_register(address, register, value),
+                                    lambda: bus.read_holding(address, register, 1)[0],
+                                    lambda got: got == value)
+    if took:
+        return
     raise Failure('the meter at address %d did not take the new %s: register 0x%04X reads %s, '
                   'expected %d' % (address, what, register,
                                    'nothing' if got is None else got, value))

@@ -1,16 +1,18 @@
 """monitor: a live table of the meters on the port, refreshed in place on a terminal.
 
 The meters come from the map's sections for this port (a group with phases is one row with its
-totals, then a row per phase), or from a quick scan. Without a terminal, or with --count, each
-refresh is a plain snapshot.
+totals, then a row per phase), or from a quick scan. ROLE is the role the driver will publish the
+meter in: the map's, else its family's default; a map role that does not fit the meter's family
+is shown as "<role>!" with a warning under the table, as the driver refuses to publish it.
+Without a terminal, or with --count, each refresh is a plain snapshot.
 """
 import sys
 import time
 
 from .. import meter_map, modbus, models, roles
 from .console import Failure, note, say
-from .readings import alarms_on
-from .scan import sweep
+from .readings import alarms_on, read_meter, trouble
+from .scan import span, sweep
 
 COLUMNS = ('ADDR', 'METER', 'ROLE', 'NAME', 'VOLTAGE', 'CURRENT', 'POWER', 'ENERGY', 'FREQ',
            'PF', 'ALARM')
@@ -31,15 +33,13 @@ class Watched(object):
 
     def read(self, bus):
         try:
-            if self.model is None:
-                self.model = models.detect(bus, self.address)
-            self.values = self.model.decode(bus.read_input(self.address, self.model.input_count))
+            self.model, self.values = read_meter(bus, self.address, self.model)
             self.error = None
         except modbus.PortGone:
             raise
         except modbus.ModbusError as e:
             self.values = None
-            self.error = short_error(e)
+            self.error = trouble(e)
 
 
 class Group(object):
@@ -50,14 +50,17 @@ class Group(object):
         self.title = title or ''
 
 
-def short_error(error):
-    if isinstance(error, modbus.NoReply):
-        return 'no reply'
-    if isinstance(error, modbus.BadFrame):
-        return 'bad reply'
-    if isinstance(error, modbus.ExceptionReply):
-        return 'exception %d' % error.code
-    return 'error'
+def driver_role(role, model):
+    """(what ROLE shows, a warning or None): the role the driver will use for this meter."""
+    if model is None:
+        return role or '', None
+    if role is None:
+        return roles.DEFAULT_ROLE[model.family], None
+    if roles.family_of(role) != model.family:
+        return role + '!', ('role %s does not fit a %s (%s): the driver will not publish it; '
+                            'use one of %s' % (role, model.name, model.family.upper(),
+                                               ', '.join(roles.FAMILY_ROLES[model.family])))
+    return role, None
 
 
 def watched_from_map(port, path):
@@ -84,8 +87,7 @@ def watched_from_map(port, path):
 def cells(w, addr=None, role=None, name=None):
     """The table cells of one meter (or one phase of a group)."""
     model = w.model
-    role = role if role is not None else (w.role or (roles.DEFAULT_ROLE[model.family]
-                                                     if model else ''))
+    role = role if role is not None else driver_role(w.role, model)[0]
     head = [addr or str(w.address), model.name if model else '?', role,
             w.name if name is None else name]
     if w.values is None:
@@ -103,7 +105,7 @@ def group_rows(group):
     complete = all(w.values is not None for w in phases)
     model = next((w.model for w in phases if w.model), models.AC)
     head = [','.join(str(w.address) for w in phases), '%s %d-phase' % (model.name, len(phases)),
-            group.role or roles.DEFAULT_ROLE[model.family], group.title or group.name]
+            driver_role(group.role, model)[0], group.title or group.name]
     if complete:
         power = sum(w.values['power'] for w in phases)
         energy = sum(w.values['energy'] for w in phases)
@@ -122,7 +124,23 @@ def table(watched):
     for w in watched:
         rows += group_rows(w) if isinstance(w, Group) else [cells(w)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
-    return ['  '.join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in rows]
+    lines = ['  '.join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in rows]
+    return lines + warnings(watched)
+
+
+def warnings(watched):
+    """'! ADDR: role ... does not fit ...' for each meter the driver will refuse."""
+    found = []
+    for w in watched:
+        if isinstance(w, Group):
+            model = next((m.model for m in w.phases if m.model), None)
+            where = ','.join(str(m.address) for m in w.phases)
+        else:
+            model, where = w.model, str(w.address)
+        warning = driver_role(w.role, model)[1]
+        if warning:
+            found.append('! %s: %s' % (where, warning))
+    return [''] + found if found else []
 
 
 def monitor(port, args):
@@ -130,9 +148,10 @@ def monitor(port, args):
     if not watched:
         if not args.scan:
             note('no meters for %s in the map %s: scanning' % (port.name, args.config))
-        found = sweep(port).answering
+        found = sweep(port, args.addresses).answering
         if not found:
-            raise Failure('no meter answers on %s at any address 1..247' % port.name)
+            raise Failure('no meter answers on %s at any address %s'
+                          % (port.name, span(args.addresses)))
         watched = [Watched(a) for a in found]
     live = sys.stdout.isatty() and args.count is None
     if live:

@@ -27,6 +27,10 @@ def rules_path():
 
 def match_for(port):
     """(udev key, value) that names this adapter: its USB serial number, else its USB port path."""
+    real = os.path.realpath(port.path)
+    if real.startswith('/dev/pts/') and not os.environ.get('PZEM_UDEV_PROPERTIES'):
+        raise Failure('%s is a pseudo-terminal (%s), not a USB adapter: only USB adapters can be '
+                      'pinned' % (port.name, real))
     try:
         props = udev.properties(port.path)
     except LookupError as e:
@@ -114,7 +118,6 @@ def apply_rules():
 
 
 def pin(port, args):
-    port.check_exists()
     key, value = match_for(port)
     path = rules_path()
     lines, was_pinned = without_pin(read_rules(path), key, value)
@@ -126,7 +129,6 @@ def pin(port, args):
 
 
 def unpin(port, args):
-    port.check_exists()
     key, value = match_for(port)
     path = rules_path()
     lines, was_pinned = without_pin(read_rules(path), key, value)

@@ -1,20 +1,22 @@
 """The serial port pzemctl works on: its /dev path, its bare tty name, and buses opened on it."""
 import contextlib
 import os
+import stat
 
-from .. import meter_map, modbus
-from .console import Failure
+from .. import meter_map, modbus, tty
+from .console import Failure, UsageError
 
-DEFAULT_MAP = '/data/conf/pzem.conf'
 SCAN_TIMEOUT = 0.15     # real PZEMs answer a 1-register read within ~100-120 ms
 TIMEOUT = 0.5
 
 
 class Port(object):
-    def __init__(self, arg, config=DEFAULT_MAP, stopbits=None, timeout=None, scan_timeout=None):
+    def __init__(self, arg, config=meter_map.DEFAULT_PATH, stopbits=None, timeout=None,
+                 scan_timeout=None):
         """arg: a bare name under /dev ('ttyUSB0', as serial-starter names it) or a path."""
-        self.path = arg if '/' in arg else '/dev/' + arg
-        self.name = os.path.basename(arg)
+        self.arg = arg
+        self.path = tty.path(arg)
+        self.name = tty.name(arg)
         self.config = config
         options = {'baudrate': 9600, 'stopbits': 2, 'parity': 'N', 'local_echo': False,
                    'timeout': TIMEOUT}
@@ -32,10 +34,33 @@ class Port(object):
         options = meter_map.load(self.config).bus_options(self.name)
         return dict((k, v) for k, v in options.items() if k in wanted)
 
-    def check_exists(self):
-        if not os.path.exists(self.path):
+    def check_serial(self):
+        """Failure with one sentence unless the port is a terminal device pzemctl may open."""
+        if not self.arg.strip():
+            raise UsageError('give a serial port: ttyUSB0 or a path like /dev/ttyUSB0')
+        try:
+            mode = os.stat(self.path).st_mode
+        except FileNotFoundError:
             raise Failure('serial port %s does not exist: is the USB RS-485 adapter plugged in '
                           '(ls /dev/ttyUSB*)?' % self.path)
+        except OSError as e:
+            raise Failure('cannot look at %s: %s' % (self.path, e.strerror))
+        if stat.S_ISDIR(mode):
+            raise Failure('%s is a folder, not a serial port: give the adapter, like ttyUSB0'
+                          % self.path)
+        if not stat.S_ISCHR(mode):
+            raise Failure('%s is a file, not a serial port: give the adapter, like ttyUSB0'
+                          % self.path)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        except OSError as e:
+            raise Failure('cannot open %s: %s' % (self.path, e.strerror))
+        try:
+            if not os.isatty(fd):
+                raise Failure('%s is a device but not a serial port: give the adapter, like '
+                              'ttyUSB0' % self.path)
+        finally:
+            os.close(fd)
 
     @contextlib.contextmanager
     def bus(self, scanning=False):

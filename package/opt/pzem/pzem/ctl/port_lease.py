@@ -1,9 +1,12 @@
-"""Borrowing the port from whatever holds it (the running driver): stop-tty.sh, then start-tty.sh.
+"""Borrowing the port from the running driver: stop-tty.sh, then start-tty.sh.
 
 serial-starter's stop-tty.sh takes the tty out of its rotation and stops the services on it
 (svc -d /service/*.<tty>); start-tty.sh hands it back. Both take the bare tty name (ttyUSB0),
-never a /dev path (reference/venus-dbus.md 4.5). Tests point PZEMCTL_SERIAL_STARTER_DIR and
-PZEMCTL_SERVICE_DIR at stand-ins, because serial-starter and daemontools do not run there.
+never a /dev path (reference/venus-dbus.md 4.5). Only dbus-pzem (its service dbus-pzem.<tty>, or
+a process whose command is dbus-pzem) is stopped without asking: anything else on the port (a
+VE.Direct or BMS driver, gps) means a mistyped port, so pzemctl asks on a terminal and refuses
+without one unless --yes. Tests point PZEMCTL_SERIAL_STARTER_DIR and PZEMCTL_SERVICE_DIR at
+stand-ins, because serial-starter and daemontools do not run there.
 """
 import glob
 import os
@@ -11,11 +14,13 @@ import struct
 import subprocess
 import time
 
-from .console import Failure, note
+from .console import Failure, confirm, note
 
+DRIVER = 'dbus-pzem'
 STARTER_DIR = '/opt/victronenergy/serial-starter'
 SERVICE_DIR = '/service'
 RELEASE_SECONDS = 10.0
+TAI64_UNIX = 2 ** 62 + 10     # the TAI64 label of the Unix epoch, as daemontools writes it
 
 
 def starter_dir():
@@ -63,54 +68,109 @@ def holds_master(pid, fds, target):
     return False
 
 
-def command_of(pid):
+def argv_of(pid):
+    """The command line of `pid` as a list ([] when it is gone or not ours to read)."""
     try:
         with open('/proc/%d/cmdline' % pid, 'rb') as f:
             words = f.read().split(b'\0')
-        return ' '.join(w.decode('utf-8', 'replace') for w in words if w)
+        return [w.decode('utf-8', 'replace') for w in words if w]
     except OSError:
-        return '?'
+        return []
+
+
+def command_of(pid):
+    return ' '.join(argv_of(pid)) or '?'
+
+
+def is_driver(argv):
+    """True for dbus-pzem's command line: the script itself, or an interpreter running it."""
+    words = list(argv)
+    if words and os.path.basename(words[0]).startswith('python'):
+        words = [w for w in words[1:] if not w.startswith('-')]
+    return bool(words) and os.path.basename(words[0]) == DRIVER
+
+
+def driver_processes():
+    """[(pid, argv)] of every dbus-pzem process on this machine."""
+    found = []
+    for cmdline in glob.glob('/proc/[0-9]*/cmdline'):
+        pid = int(cmdline.split('/')[2])
+        argv = argv_of(pid)
+        if is_driver(argv):
+            found.append((pid, argv))
+    return sorted(found)
+
+
+def service_state(service):
+    """(pid or 0, Unix time of its last start or stop or None) from daemontools'
+    supervise/status; None when the service is not supervised."""
+    try:
+        with open(os.path.join(service, 'supervise', 'status'), 'rb') as f:
+            status = f.read()
+    except OSError:
+        return None
+    if len(status) < 16:
+        return None
+    # daemontools' 18-byte status: TAI64N stamp (12 bytes), then the pid (little endian).
+    pid = struct.unpack('<I', status[12:16])[0]
+    since = struct.unpack('>Q', status[:8])[0] - TAI64_UNIX
+    return pid, since if since > 0 else None
 
 
 def services_up(tty):
     """Names of the daemontools services for this tty (dbus-pzem.ttyUSB0, ...) that are running."""
     up = []
     for service in sorted(glob.glob(os.path.join(service_dir(), '*.' + tty))):
-        try:
-            with open(os.path.join(service, 'supervise', 'status'), 'rb') as f:
-                status = f.read()
-        except OSError:
-            continue
-        # daemontools' 18-byte status: TAI64N stamp (12 bytes), then the pid (little endian).
-        if len(status) >= 16 and struct.unpack('<I', status[12:16])[0] != 0:
+        state = service_state(service)
+        if state and state[0]:
             up.append(os.path.basename(service))
     return up
 
 
+def holding(path, tty):
+    """(the driver's holders, everything else's), each a list of words like 'service x'."""
+    ours, others = [], []
+    for service in services_up(tty):
+        (ours if service == '%s.%s' % (DRIVER, tty) else others).append('service %s' % service)
+    for pid, cmd in holders(path):
+        words = 'process %d (%s)' % (pid, cmd[:60])
+        (ours if is_driver(argv_of(pid)) else others).append(words)
+    return ours, others
+
+
 def users(path, tty):
     """Who holds the port, in words ('' when nobody)."""
-    names = ['service %s' % s for s in services_up(tty)]
-    names += ['process %d (%s)' % (pid, cmd[:60]) for pid, cmd in holders(path)]
-    return ', '.join(names)
+    ours, others = holding(path, tty)
+    return ', '.join(ours + others)
 
 
 class PortLease(object):
     """with PortLease(path, tty): the port is free inside, and handed back afterwards."""
 
-    def __init__(self, path, tty):
+    def __init__(self, path, tty, yes=False):
         self.path = path
         self.tty = tty
+        self.yes = yes
         self.stopped = False
 
     def _script(self, name):
         return os.path.join(starter_dir(), name)
 
     def __enter__(self):
-        held_by = users(self.path, self.tty)
-        if not held_by:
+        ours, others = holding(self.path, self.tty)
+        if not ours and not others:
             return self
+        held_by = ', '.join(ours + others)
+        if others and not confirm('take %s from %s, which %s not dbus-pzem (is %s the right '
+                                  'port?)' % (self.tty, ', '.join(others),
+                                              'is' if len(others) == 1 else 'are', self.tty),
+                                  self.yes):
+            raise Failure('cancelled: %s was left to %s' % (self.tty, ', '.join(others)))
         stop = self._script('stop-tty.sh')
         if not os.access(stop, os.X_OK):
+            if others:
+                raise Failure('%s is in use by %s and %s is missing: close that program first'
+                              % (self.tty, held_by, stop))
             raise Failure('%s is in use by %s and %s is missing: stop the driver first: '
                           'svc -d %s/dbus-pzem.%s (svc -u to start it again afterwards)'
                           % (self.tty, held_by, stop, SERVICE_DIR, self.tty))

@@ -1,4 +1,8 @@
-"""Reading a meter's live values (with one retry) and showing them, from the model tables."""
+"""Reading a meter's live values (with one retry) and showing them, from the model tables.
+
+read_meter is the one path from the bus to decoded values for every command (scan, info,
+monitor, the writes' checks); what went wrong is put in a few words by trouble().
+"""
 from .. import models, modbus
 
 LABELS = {'power_factor': 'PF {}', 'alarm': 'power alarm',
@@ -13,14 +17,26 @@ def twice(read):
         return read()
 
 
-def identify(bus, address):
-    """(model, values) of the meter at `address`; raises modbus.ModbusError."""
-    model = twice(lambda: models.detect(bus, address))
-    return model, read_values(bus, address, model)
+def read_meter(bus, address, model=None):
+    """(model, values) of the meter at `address`, its model detected unless given (detection's
+    own read is used when it brought the registers); raises modbus.ModbusError."""
+    regs = None
+    if model is None:
+        model, regs = twice(lambda: models.identify(bus, address))
+    if regs is None:
+        regs = twice(lambda: bus.read_input(address, model.input_count))
+    return model, model.decode(regs)
 
 
-def read_values(bus, address, model):
-    return model.decode(twice(lambda: bus.read_input(address, model.input_count)))
+def trouble(error):
+    """A Modbus failure in a few words, for a table cell."""
+    if isinstance(error, modbus.NoReply):
+        return 'no reply'
+    if isinstance(error, modbus.BadFrame):
+        return 'bad reply'
+    if isinstance(error, modbus.ExceptionReply):
+        return 'exception %d' % error.code
+    return 'error'
 
 
 def alarms_on(model, values):

@@ -1,4 +1,5 @@
-"""Finding the meters on a port: a quick pass over addresses 1..247, and the one-meter check.
+"""Finding the meters on a port: a quick pass over the addresses (all 1..247 unless narrowed),
+and the one-meter check.
 
 The pass asks each address for one input register with a short timeout, so a full scan takes
 about 247 x SCAN_TIMEOUT; what answers is then identified and read with the normal timeout.
@@ -6,9 +7,16 @@ about 247 x SCAN_TIMEOUT; what answers is then identified and read with the norm
 import time
 
 from .. import modbus
+from ..rtu import ADDRESSES
 from .console import Failure, Progress
 
-ADDRESSES = range(1, 248)
+
+def span(addresses):
+    """'1..247' for a range of addresses, '5' for one."""
+    addresses = list(addresses)
+    if len(addresses) == 1:
+        return str(addresses[0])
+    return '%d..%d' % (addresses[0], addresses[-1])
 
 
 class Sweep(object):
@@ -51,12 +59,12 @@ def sweep(port, addresses=ADDRESSES, stop_after=None):
     return result
 
 
-def single_meter(port):
+def single_meter(port, addresses=ADDRESSES):
     """The address of the only meter on the port; Failure when there is none or more than one.
 
     0xF8 reaches every meter at once, so it may be used only when a scan finds just one.
     """
-    result = sweep(port, stop_after=2)
+    result = sweep(port, addresses, stop_after=2)
     if result.garbled:
         raise Failure('garbled replies from address %s on %s: two meters share that address, or '
                       'the wiring is bad; connect one meter only' % (
@@ -66,6 +74,6 @@ def single_meter(port):
                       '0xF8 would reach all of them; give the address, or connect one meter only'
                       % (port.name, ', '.join(map(str, result.found))))
     if not result.found:
-        raise Failure('no meter answers on %s at any address 1..247: check the wiring (A/B), '
-                      'the meter\'s power and the stop bits' % port.name)
+        raise Failure('no meter answers on %s at any address %s: check the wiring (A/B), the meter\'s '
+                      'power and the stop bits' % (port.name, span(addresses)))
     return result.found[0]
