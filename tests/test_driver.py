@@ -7,7 +7,7 @@ import pytest
 from driver_rig import Rig
 from pzemsim import AcMeter, DcMeter
 
-AC_ROLES = ['grid', 'genset', 'acload', 'pvinverter']
+AC_ROLES = ['grid', 'genset', 'acload', 'pvinverter', 'evcharger', 'heatpump']
 DC_ROLES = ['dcsource', 'dcload', 'dcsystem']
 MANDATORY = ('/Mgmt/ProcessName', '/Mgmt/ProcessVersion', '/Mgmt/Connection', '/DeviceInstance',
              '/ProductId', '/ProductName', '/FirmwareVersion', '/HardwareVersion', '/Connected',
@@ -182,9 +182,10 @@ def test_silent_meter_goes_invalid_and_comes_back(rig):
     rig.meters[1].inject('silent')
     rig.wait_value(grid, '/Connected', lambda v: v == 0, timeout=4.0)
     items = rig.items(grid)
-    for path in ('/Ac/Power', '/Ac/L1/Voltage', '/Ac/L1/Current', '/Ac/L1/Power',
-                 '/Ac/Energy/Forward'):
+    for path in ('/Ac/Power', '/Ac/L1/Voltage', '/Ac/L1/Current', '/Ac/L1/Power'):
         assert invalid(items[path]['Value']), path
+    # the energy total is the driver's own: still true while the meter is silent
+    assert items['/Ac/Energy/Forward']['Value'] == pytest.approx(1.234)
     rig.meters[1].clear_faults()
     rig.wait_value(grid, '/Connected', lambda v: v == 1, timeout=4.0)
     assert rig.value(grid, '/Ac/Power') == pytest.approx(300.1)
@@ -236,14 +237,17 @@ def test_at_most_one_items_changed_per_poll(rig):
 
 
 def test_no_meter_answering_exits_within_5_seconds(tmp_path):
-    with Rig(tmp_path, [grid_meter(9)], '[4]\nrole = grid\n[5]\nrole = acload\n') as rig:
+    # 99 is not among the addresses searched at start: nothing answers within the budget
+    with Rig(tmp_path, [grid_meter(99)], '[4]\nrole = grid\n[5]\nrole = acload\n') as rig:
         rig.driver_args = []            # the device defaults: 0.5 s timeout
         rig.start_driver()
         code = rig.wait_exit(8.0)
         elapsed = time.monotonic() - rig.started
         assert code == 2
         assert elapsed < 5.0, elapsed
-        assert 'no PZEM meter answered on ttyPZEM0 at address 4, 5' in rig.log()
+        log = rig.log()
+        assert 'ttyPZEM0:4: the map names a meter here (role grid), but it does not answer' in log
+        assert 'stopping: no PZEM meter answered on ttyPZEM0' in log
 
 
 def test_missing_port_exits_with_a_clear_message(tmp_path):
@@ -259,11 +263,17 @@ def test_port_vanishing_exits_nonzero(rig):
     assert 'ttyPZEM0' in rig.log()
 
 
-def test_without_a_map_address_1_is_published_as_grid(tmp_path):
+def test_without_a_map_a_found_meter_is_an_acload_written_into_the_map(tmp_path):
     with Rig(tmp_path, [grid_meter()], None) as rig:
         rig.start_driver()
-        name = rig.wait_service(rig.service('grid', 1))
+        name = rig.wait_service(rig.service('acload', 1))
         rig.wait_value(name, '/Ac/Power', lambda v: v == pytest.approx(300.1))
+        assert rig.value(name, '/IsGenericEnergyMeter') == 1
+        with open(rig.map_path) as f:
+            text = f.read()
+        assert '[ttyPZEM0:1]\nrole = acload\n' in text
+        assert '# ttyPZEM0:1: a PZEM-016 found on ' in text
+        assert not rig.client.owner(rig.service('grid', 1))
 
 
 def test_a_dc_meter_alone_defaults_to_dcsource(tmp_path):
@@ -304,7 +314,7 @@ def test_slow_localsettings_falls_back_without_stalling(tmp_path):
 
 def test_a_late_meter_is_found_by_the_reprobe(tmp_path):
     with Rig(tmp_path, [grid_meter(1)], '[1]\nrole = grid\n[2]\nrole = acload\n') as rig:
-        rig.start_driver('--reprobe', '1')
+        rig.start_driver()
         rig.wait_service(rig.service('grid', 1))
         rig.sim.add(load_meter(2))
         rig.wait_service(rig.service('acload', 2), timeout=6.0)
@@ -317,7 +327,8 @@ def test_a_role_of_the_wrong_family_is_not_published(tmp_path):
         rig.wait_service(rig.service('grid', 1))
         rig.pump(1.0)
         assert not rig.client.owner(rig.service('grid', 3))
-        assert 'ttyPZEM0:3 is a DC meter but the map gives it role grid' in rig.log()
+        assert ('ttyPZEM0:3: a DC meter (PZEM-017) answers, but the map gives it role grid: '
+                'not published' in rig.log())
 
 
 def test_map_mistakes_are_reported_and_good_meters_keep_running(tmp_path):
@@ -347,7 +358,7 @@ def test_a_pinned_port_keeps_the_driver_up_until_a_meter_answers(tmp_path):
     props = tmp_path / 'udev.properties'
     props.write_text('ID_BUS=usb\nID_SERIAL_SHORT=A50285BI\nVE_SERVICE=pzem\n')
     with Rig(tmp_path, [], '[1]\nrole = grid\n') as rig:
-        rig.start_driver('--reprobe', '1', env={'PZEM_UDEV_PROPERTIES': str(props)})
+        rig.start_driver(env={'PZEM_UDEV_PROPERTIES': str(props)})
         rig.pump(6.0)
         assert rig.driver.poll() is None, rig.log()
         assert 'pinned to this driver, so it stays' in rig.log()
@@ -374,10 +385,10 @@ def test_a_meter_that_could_not_be_published_is_tried_again(tmp_path):
     with Rig(tmp_path, [grid_meter(1), load_meter(2)], '[1]\nrole = grid\n[2]\nrole = acload\n') as rig:
         squatter = rig.service('grid', 1)
         rig.client.bus.request_name(squatter, dbus.bus.NAME_FLAG_DO_NOT_QUEUE)
-        rig.start_driver('--reprobe', '1')
+        rig.start_driver()
         rig.wait_service(rig.service('acload', 2))
         rig.pump(0.5)
-        assert 'could not publish 1' in rig.log()
+        assert 'ttyPZEM0:1: answers, but could not be published on D-Bus' in rig.log()
         rig.client.bus.release_name(squatter)
         rig.wait_service(squatter, timeout=6.0)
         rig.wait_value(squatter, '/Connected', lambda v: v == 1)

@@ -170,7 +170,7 @@ def main(argv=None):
         return 1
     directions = system.Directions(connection)
     context = Context(port, args.config, version, Instances(schedule=soon),
-                      directions=directions.for_spec,
+                      directions=lambda spec: directions.get(spec.vebus),
                       stores=lambda ident: energy.EnergyStore(connection, ident))
 
     def publish(spec, phases):

@@ -170,7 +170,7 @@ class Poller(object):
             return
         publisher = self.publish(spec, phases)
         if publisher is None:       # D-Bus trouble: it stays waiting and is tried again
-            waiting.due = self.clock() + BACKOFF_SECONDS[-1] / 6
+            waiting.due = self.clock() + BACKOFF_SECONDS[1]
             return
         if waiting.reported:
             publisher.log.info('answering now')
