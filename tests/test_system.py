@@ -177,7 +177,7 @@ def test_vebus_coming_back_is_read_afresh(address, bus, closing):
 def test_lowest_instance_wins_and_instance_picks_another(address, bus, client, closing):
     with vebus(address, 'ttyS4', 261, '--power=-500,0,0'), \
             vebus(address, 'ttyS5', 257, '--power=500,0,0') as lower:
-        lowest, _ = watch(bus, closing)
+        lowest, flips = watch(bus, closing)
         picked, _ = watch(bus, closing, instance=261)
         assert lowest.service == 'com.victronenergy.vebus.ttyS5' and lowest.sign(1) == 1
         assert picked.service == 'com.victronenergy.vebus.ttyS4' and picked.sign(1) == -1
@@ -191,6 +191,7 @@ def test_lowest_instance_wins_and_instance_picks_another(address, bus, client, c
         lower.terminate()
         pump_until(lambda: lowest.service == 'com.victronenergy.vebus.ttyS4', what='261 to win')
         assert lowest.sign(1) == -1 and picked.service == 'com.victronenergy.vebus.ttyS4'
+        assert flips == [(1, -1)]           # exporting before and after the change: no flip
 
 
 def test_instance_not_present_is_import(address, bus, closing):

@@ -45,7 +45,8 @@ class VebusDirection:
       zero does not flip it (energy booked the wrong way is then at most dead_band x the time).
     - Import (+1) whenever nothing can feed back: no VE.Bus service (or not the instance asked
       for), the service gone, a phase it does not publish, an invalid P (empty array), the Multi
-      off (/State 0). A change of service starts again from import.
+      off (/State 0), and until every VE.Bus service present at start has been read (so the
+      lowest instance is known). A change of service starts again from import.
     on_change(phase, sign) is called when a phase's sign flips.
     """
 
@@ -58,6 +59,7 @@ class VebusDirection:
         self._signs = {n: 1 for n in PHASES}
         self._signs.update({'L%d' % n: 1 for n in PHASES})
         self._services = {}        # well-known name -> _Vebus
+        self._started = False
         self._names = _NameWatch(connection, lambda n: n.startswith(VEBUS_PREFIX), self._owner)
 
     @property
@@ -106,6 +108,10 @@ class VebusDirection:
         return min(found)[1] if found else None
 
     def _update(self):
+        if not self._started:
+            if not self.ready:
+                return      # not before every service present at start is read: lowest is lowest
+            self._started = True
         chosen = self._choose()
         restart = chosen != self.service
         self.service = chosen
