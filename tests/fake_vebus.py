@@ -15,7 +15,8 @@ How the real service announces a change, and why both ways are offered (--signal
   D-Bus producer (ve_dbus_item.c, onItemChanged, read in a public copy of velib C) sends
   PropertiesChanged on the item's own object path with {'Value': v, 'Text': s} for every changed
   item, and serves no GetItems (its methods are GetValue, GetText, SetValue, GetMin, GetMax,
-  GetDefault, SetDefault, GetDescription, Introspect). dbus-flashmq (src/state.cpp) names a vebus
+  GetDefault, SetDefault, GetDescription, Introspect); the copy read is undated, so a newer velib C
+  may have more. dbus-flashmq (src/state.cpp) names a vebus
   path, /Hub4/L1/AcPowerSetpoint, that "may not always send PropertiesChanged": PropertiesChanged
   is what its vebus paths normally send. Hence the default, --signals properties.
 - Victron's newer producers send ItemsChanged on '/' instead: veutil's Qt exporter

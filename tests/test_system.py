@@ -2,12 +2,13 @@
 the tests script through SetValue) and the ESS grid-metering setting from
 tests/fake_localsettings.py. The watchers live in the test process; the test thread pumps GLib."""
 import os
+import signal
 import sys
 
 import dbus
 import pytest
 
-from dbus_helpers import Client, SignalRecorder, connect, pump_until, run_process
+from dbus_helpers import Client, SignalRecorder, connect, pump, pump_until, run_process
 from pzem import system
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -176,7 +177,7 @@ def test_vebus_coming_back_is_read_afresh(address, bus, closing):
 def test_lowest_instance_wins_and_instance_picks_another(address, bus, client, closing):
     with vebus(address, 'ttyS4', 261, '--power=-500,0,0'), \
             vebus(address, 'ttyS5', 257, '--power=500,0,0') as lower:
-        lowest, _ = watch(bus, closing)
+        lowest, flips = watch(bus, closing)
         picked, _ = watch(bus, closing, instance=261)
         assert lowest.service == 'com.victronenergy.vebus.ttyS5' and lowest.sign(1) == 1
         assert picked.service == 'com.victronenergy.vebus.ttyS4' and picked.sign(1) == -1
@@ -190,6 +191,7 @@ def test_lowest_instance_wins_and_instance_picks_another(address, bus, client, c
         lower.terminate()
         pump_until(lambda: lowest.service == 'com.victronenergy.vebus.ttyS4', what='261 to win')
         assert lowest.sign(1) == -1 and picked.service == 'com.victronenergy.vebus.ttyS4'
+        assert flips == [(1, -1)]           # exporting before and after the change: no flip
 
 
 def test_instance_not_present_is_import(address, bus, closing):
@@ -239,12 +241,26 @@ def test_closed_watcher_lets_go_of_the_bus(address, bus, client, closing):
         assert flips == [(1, -1)] and direction.service is None
 
 
+def test_a_hung_vebus_service_does_not_hold_up_the_watcher(address, bus, closing):
+    with vebus(address, 'ttyS4', 276, '--power=-500,0,0') as proc:
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            direction = system.VebusDirection(bus)      # a blocking call would hang here
+            closing(direction)
+            pump(0.1)
+            assert not direction.ready and direction.sign(1) == 1   # GetItems still unanswered
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+        pump_until(lambda: direction.sign(1) == -1, what='the answer once it runs again')
+
+
 def test_directions_share_one_watcher_per_instance(address, bus, closing):
     flips = []
     directions = system.Directions(bus, on_change=lambda *flip: flips.append(flip))
     closing(directions)
     assert directions.get() is directions.get()
-    assert directions.get(261) is directions.get(261) and directions.get(261) is not directions.get()
+    assert directions.get(261) is directions.get(261)
+    assert directions.get(261) is not directions.get()
     with vebus(address, 'ttyS4', 261, '--power=-500,0,0'):
         pump_until(lambda: directions.get(261).sign(1) == -1 and directions.get().sign(1) == -1,
                    what='both watchers')

@@ -11,9 +11,9 @@ path for a service without GetItems) and then from the service's signals; match 
 without waiting for the bus daemon's reply. Signals are taken from the sender's unique name only,
 so a service that goes away and comes back is read afresh. Sources: reference/venus-dbus.md 1, 9.
 """
-import dbus
+import functools
+
 import dbus.connection
-from dbus.exceptions import DBusException
 
 BUSITEM = 'com.victronenergy.BusItem'
 VEBUS_PREFIX = 'com.victronenergy.vebus.'
@@ -27,8 +27,10 @@ INSTANCE_PATH = '/DeviceInstance'
 STATE_PATH = '/State'
 STATE_OFF = 0
 
-# Wider than the jitter of the Multi's AC-in reading around zero, narrower than ESS's default grid
-# set-point (50 W import), so a system regulating to that set-point still reads as import.
+# W; a judgement, not a measurement. A Multi in ESS regulating its AC input to a set-point near 0 W
+# wanders around it; the band keeps that from flipping the published sign back and forth. It is
+# small next to real feed-in (hundreds of W and up), and while P stays inside it at most 30 W can
+# be booked the wrong way (0.03 kWh an hour).
 DEFAULT_DEAD_BAND = 30.0
 
 
@@ -43,7 +45,8 @@ class VebusDirection:
       zero does not flip it (energy booked the wrong way is then at most dead_band x the time).
     - Import (+1) whenever nothing can feed back: no VE.Bus service (or not the instance asked
       for), the service gone, a phase it does not publish, an invalid P (empty array), the Multi
-      off (/State 0). A change of service starts again from import.
+      off (/State 0), and until every VE.Bus service present at start has been read (so the
+      lowest instance is known). A change of service starts again from import.
     on_change(phase, sign) is called when a phase's sign flips.
     """
 
@@ -56,6 +59,7 @@ class VebusDirection:
         self._signs = {n: 1 for n in PHASES}
         self._signs.update({'L%d' % n: 1 for n in PHASES})
         self._services = {}        # well-known name -> _Vebus
+        self._started = False
         self._names = _NameWatch(connection, lambda n: n.startswith(VEBUS_PREFIX), self._owner)
 
     @property
@@ -104,20 +108,22 @@ class VebusDirection:
         return min(found)[1] if found else None
 
     def _update(self):
+        if not self._started:
+            if not self.ready:
+                return      # not before every service present at start is read: lowest is lowest
+            self._started = True
         chosen = self._choose()
-        if chosen != self.service:
-            self.service = chosen
-            for phase in PHASES:
-                self._set(phase, 1)
+        restart = chosen != self.service
+        self.service = chosen
         vebus = self._services.get(chosen)
         for phase in PHASES:
+            sign = 1 if restart else self._signs[phase]
             power = None if vebus is None or vebus.off else vebus.power.get(phase)
-            if power is None:
-                self._set(phase, 1)
+            if power is None or power > self.dead_band:
+                sign = 1
             elif power < -self.dead_band:
-                self._set(phase, -1)
-            elif power > self.dead_band:
-                self._set(phase, 1)
+                sign = -1
+            self._set(phase, sign)
 
     def _set(self, phase, sign):
         if self._signs[phase] != sign:
@@ -139,9 +145,7 @@ class Directions:
     def get(self, instance=None):
         watcher = self._watchers.get(instance)
         if watcher is None:
-            on_change = None
-            if self._on_change is not None:
-                on_change = lambda phase, sign: self._on_change(instance, phase, sign)  # noqa: E731
+            on_change = self._on_change and functools.partial(self._on_change, instance)
             watcher = VebusDirection(self._connection, instance, self._dead_band, on_change)
             self._watchers[instance] = watcher
         return watcher
