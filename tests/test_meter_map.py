@@ -10,9 +10,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pzem import map_update, meter_map, roles
+from pzem import map_syntax, map_update, meter_map, roles
 from pzem.map_update import MapWriteError
-from pzem.meter_map import MeterConfig
+from pzem.meter_map import MeterSpec
+
+
+def config(address, role=None, position=None, name=None, monitor_mode=None, model=None,
+           group=None, phase=None, section=None, line=0):
+    """One section's meter as a MeterSpec (a single meter, or a one-phase view of a group)."""
+    return MeterSpec(((phase or 'L1', address),), role, position, name, monitor_mode, model,
+                     None, None, group, (section,) if section else (), line)
 
 EXAMPLE = """\
 # /data/conf/pzem.conf
@@ -65,19 +72,18 @@ def test_the_example_map(tmp_path):
     the_map = load(tmp_path, EXAMPLE)
     assert the_map.problems == []
     common = [
-        MeterConfig(1, 'grid', None, 'MultiPlus AC in', None, None, None, None, '1', 5),
-        MeterConfig(2, 'acload', 0, None, None, None, None, None, '2', 8),
-        MeterConfig(3, 'dcsource', None, None, -8, 'dc', None, None, '3', 11),
+        config(1, 'grid', None, 'MultiPlus AC in', None, None, None, None, '1', 5),
+        config(2, 'acload', 0, None, None, None, None, None, '2', 8),
+        config(3, 'dcsource', None, None, -8, 'dc', None, None, '3', 11),
     ]
     assert the_map.meters_for('ttyUSB0') == common + [
-        MeterConfig(7, None, None, None, None, None, 'house', 'L1', 'ttyUSB0:7', 18)]
+        config(7, None, None, None, None, None, 'house', 'L1', 'ttyUSB0:7', 18)]
     assert the_map.meters_for('ttyUSB1') == common + [
-        MeterConfig(5, 'pvinverter', 1, None, None, None, None, None, 'ttyUSB1:5', 15)]
+        config(5, 'pvinverter', 1, None, None, None, None, None, 'ttyUSB1:5', 15)]
     assert the_map.meters_for('/dev/ttyUSB1') == the_map.meters_for('ttyUSB1')
-    assert the_map.groups_for('ttyUSB0') == {'house': [the_map.meters_for('ttyUSB0')[3]]}
-    assert the_map.groups_for('ttyUSB1') == {}
+    assert [m.group for m in the_map.meters_for('ttyUSB1')] == [None] * 4
     assert the_map.bus_options('ttyUSB0') == {'interval': 1.0, 'stopbits': 2}
-    assert the_map.has_sections_for('ttyACM0')
+    assert the_map.mentions('ttyACM0', 1) and not the_map.mentions('ttyACM0', 7)
 
 
 def test_a_missing_file_is_an_empty_map_without_problems(tmp_path):
@@ -85,12 +91,14 @@ def test_a_missing_file_is_an_empty_map_without_problems(tmp_path):
     assert the_map.problems == []
     assert the_map.meters_for('ttyUSB0') == []
     assert the_map.bus_options('ttyUSB0') == {}
-    assert not the_map.has_sections_for('ttyUSB0')
+    assert not the_map.mentions('ttyUSB0', 1)
 
 
-def test_the_driver_can_make_a_config_from_an_address_alone():
-    config = MeterConfig(address=1)
-    assert (config.role, config.position, config.name, config.section) == (None, None, None, None)
+def test_the_driver_can_make_a_spec_from_an_address_alone():
+    spec = MeterSpec.single(1)
+    assert (spec.role, spec.position, spec.name, spec.sections) == (None, None, None, ())
+    assert spec.addresses == (1,) and spec.role_for('ac') == 'acload'
+    assert spec.role_for('dc') == 'dcsource'
 
 
 @pytest.mark.parametrize('data, line, message', [
@@ -103,8 +111,7 @@ def test_a_file_that_is_not_text_is_one_problem_and_no_meter(tmp_path, data, lin
     the_map = meter_map.load(path)
     assert the_map.problems == ['%s:%d: %s; the map is not used' % (path, line, message)]
     assert the_map.meters_for('ttyUSB0') == []
-    # The user did write a map: the driver must not guess a meter at address 1.
-    assert the_map.has_sections_for('ttyUSB0')
+    assert the_map.broken and not the_map.readable
 
 
 def test_an_unreadable_path_is_one_problem(tmp_path):
@@ -119,7 +126,7 @@ def test_an_unreadable_path_is_one_problem(tmp_path):
      ["F:1: key 'role' is outside any section, ignored; put it under a header such as [1]"]),
     ('[1]\nrole = gird\n',
      ["F:2: [1] key 'role': unknown role 'gird' (did you mean 'grid'?); roles: grid, genset, "
-      "acload, pvinverter (AC), dcsource, dcload, dcsystem (DC); section ignored"]),
+      "acload, pvinverter, evcharger, heatpump (AC), dcsource, dcload, dcsystem (DC); section ignored"]),
     ('[1]\nrole = grid\nrole = acload\n',
      ["F:3: [1] key 'role': given twice (also on line 2); section ignored"]),
     ('[1]\nrole grid\n',
@@ -129,11 +136,11 @@ def test_an_unreadable_path_is_one_problem(tmp_path):
      ["F:3: [2] key 'position': position 2 is not one for acload; use 0 (AC output) or 1 "
       "(AC input); section ignored"]),
     ('[2]\nrole = grid\nposition = 1\n',
-     ["F:3: [2] key 'position': position applies only to role pvinverter or acload, and the "
+     ["F:3: [2] key 'position': position applies only to role pvinverter, acload, evcharger, heatpump, and the "
       "role is grid; section ignored"]),
     ('[2]\nposition = one\n',
      ["F:2: [2] key 'position': 'one' is not a position; pvinverter: 0 (AC input 1), 1 (AC "
-      "output) or 2 (AC input 2); acload: 0 (AC output) or 1 (AC input); section ignored"]),
+      "output) or 2 (AC input 2); acload, evcharger, heatpump: 0 (AC output) or 1 (AC input); section ignored"]),
     ('[3]\nrole = grid\nmonitor_mode = wind\n',
      ["F:3: [3] key 'monitor_mode': monitor_mode applies only to role dcsource or dcload, and "
       "the role is grid; section ignored"]),
@@ -157,8 +164,8 @@ def test_an_unreadable_path_is_one_problem(tmp_path):
      ["F:2: [4] key 'model': unknown model 'PZEM-018'; PZEM-016, PZEM-014, PZEM-004T (or ac) "
       "or PZEM-017, PZEM-003 (or dc); section ignored"]),
     ('[5]\nname = 123456789012345678901234567890123\n',
-     ["F:2: [5] key 'name': the name has 33 characters; the GUI shows at most 32; "
-      "section ignored"]),
+     ["F:2: [5] key 'name': the name has 33 characters and the GUI shows at most 32: "
+      "'12345678901234567890123456789012' is used"]),
     ('[5]\nname = tab\x07bell\n',
      ["F:2: [5] key 'name': the name holds a control character; section ignored"]),
     ('[6]\nrole = inverter0\nposition = 1\n',
@@ -202,9 +209,9 @@ def test_an_unknown_key_is_reported_and_its_section_kept(tmp_path):
     the_map = meter_map.load(path)
     assert [p.replace(path, 'F') for p in the_map.problems] == [
         "F:3: [1] key 'rol': unknown key, ignored (did you mean 'role'?); meter keys are role, "
-        "position, monitor_mode, name, model, group, phase",
+        "position, monitor_mode, name, model, group, phase, sign, vebus",
         "F:5: [bus] key 'role': unknown key, ignored; bus keys are interval, baudrate, stopbits, "
-        "parity, timeout, local_echo"]
+        "parity, timeout, local_echo, scan"]
     assert [(c.address, c.role) for c in the_map.meters_for('ttyUSB0')] == [(1, 'acload')]
 
 
@@ -223,10 +230,10 @@ def test_a_duplicate_section_is_ignored_and_the_first_one_used(tmp_path):
 def test_a_port_section_replaces_the_plain_one_on_its_port_only(tmp_path):
     the_map = load(tmp_path, '[5]\nrole = grid\nname = Shore\n'
                              '[ttyUSB1:5]\nrole = acload\n')
-    assert the_map.meters_for('ttyUSB0') == [MeterConfig(5, 'grid', name='Shore', section='5',
+    assert the_map.meters_for('ttyUSB0') == [config(5, 'grid', name='Shore', section='5',
                                                          line=1)]
     # As a whole: the name of [5] does not leak into [ttyUSB1:5].
-    assert the_map.meters_for('ttyUSB1') == [MeterConfig(5, 'acload', section='ttyUSB1:5',
+    assert the_map.meters_for('ttyUSB1') == [config(5, 'acload', section='ttyUSB1:5',
                                                          line=4)]
 
 
@@ -238,8 +245,8 @@ def test_a_broken_port_section_still_hides_the_plain_one(tmp_path):
 
 def test_a_section_without_role_leaves_the_role_to_the_detected_model(tmp_path):
     the_map = load(tmp_path, '[4]\n[9]\nmodel = 017\n')
-    assert the_map.meters_for('ttyUSB0') == [MeterConfig(4, section='4', line=1),
-                                             MeterConfig(9, model='dc', section='9', line=2)]
+    assert the_map.meters_for('ttyUSB0') == [config(4, section='4', line=1),
+                                             config(9, model='dc', section='9', line=2)]
 
 
 @pytest.mark.parametrize('text, role, position', [
@@ -300,7 +307,7 @@ def test_comments_separators_case_and_quotes(tmp_path):
 def test_crlf_and_a_byte_order_mark(tmp_path):
     the_map = load(tmp_path, '\ufeff[1]\r\nrole = acload\r\nname = Kitchen \r\n')
     assert the_map.problems == []
-    assert the_map.meters_for('ttyUSB0') == [MeterConfig(1, 'acload', name='Kitchen',
+    assert the_map.meters_for('ttyUSB0') == [config(1, 'acload', name='Kitchen',
                                                          section='1', line=1)]
 
 
@@ -322,17 +329,17 @@ def test_a_bad_bus_section_is_left_out_as_a_whole(tmp_path):
     assert the_map.bus_options('ttyUSB1') == {'interval': 2.0}
 
 
-@pytest.mark.parametrize('text, port, expected', [
-    ('', 'ttyUSB0', False),
-    ('# only comments\n[bus]\ninterval = 2\n', 'ttyUSB0', False),
-    ('[ttyUSB1:3]\n', 'ttyUSB0', False),
-    ('[ttyUSB1:3]\n', 'ttyUSB1', True),
-    ('[3]\n', 'ttyUSB0', True),
-    ('[3]\nrole = nonsense\n', 'ttyUSB0', True),        # present, though left out
-    ('[ttyUSB0:999]\n', 'ttyUSB1', True),               # unreadable header: could be meant here
+@pytest.mark.parametrize('text, port, address, expected', [
+    ('', 'ttyUSB0', 3, False),
+    ('# only comments\n[bus]\ninterval = 2\n', 'ttyUSB0', 3, False),
+    ('[ttyUSB1:3]\n', 'ttyUSB0', 3, False),
+    ('[ttyUSB1:3]\n', 'ttyUSB1', 3, True),
+    ('[3]\n', 'ttyUSB0', 3, True),
+    ('[3]\n', 'ttyUSB0', 4, False),
+    ('[3]\nrole = nonsense\n', 'ttyUSB0', 3, True),        # present, though left out
 ])
-def test_has_sections_for(tmp_path, text, port, expected):
-    assert load(tmp_path, text).has_sections_for(port) is expected
+def test_mentions(tmp_path, text, port, address, expected):
+    assert load(tmp_path, text).mentions(port, address) is expected
 
 
 # -- phase groups ----------------------------------------------------------------------------------
@@ -359,12 +366,10 @@ role = acload
 def test_a_valid_three_phase_group(tmp_path):
     the_map = load(tmp_path, THREE_PHASE)
     assert the_map.problems == []
-    members = [MeterConfig(a, 'grid', None, 'House', None, 'ac', 'house', phase,
-                           'ttyUSB0:%d' % a, line)
-               for a, phase, line in ((7, 'L1', 1), (8, 'L2', 6), (9, 'L3', 10))]
-    assert the_map.groups_for('ttyUSB0') == {'house': members}
-    assert the_map.meters_for('ttyUSB0') == [MeterConfig(1, 'acload', section='ttyUSB0:1',
-                                                         line=14)] + members
+    house = MeterSpec((('L1', 7), ('L2', 8), ('L3', 9)), 'grid', None, 'House', None, 'ac', None,
+                      None, 'house', ('ttyUSB0:7', 'ttyUSB0:8', 'ttyUSB0:9'), 1)
+    assert the_map.meters_for('ttyUSB0') == [config(1, 'acload', section='ttyUSB0:1',
+                                                    line=14), house]
     assert the_map.meters_for('ttyUSB1') == []
 
 
@@ -373,9 +378,9 @@ def test_a_split_phase_group_of_two_plain_sections(tmp_path):
                              '[1]\ngroup = split\nphase = L1\nrole = pvinverter\nposition = 1\n')
     assert the_map.problems == []
     for port in ('ttyUSB0', 'ttyUSB3'):
-        members = the_map.groups_for(port)['split']
-        assert [(c.address, c.phase, c.role, c.position) for c in members] == [
-            (1, 'L1', 'pvinverter', 1), (2, 'L2', 'pvinverter', 1)]
+        group, = the_map.meters_for(port)
+        assert (group.phases, group.role, group.position) == (
+            (('L1', 1), ('L2', 2)), 'pvinverter', 1)
 
 
 @pytest.mark.parametrize('text, expected', [
@@ -407,10 +412,11 @@ def test_a_split_phase_group_of_two_plain_sections(tmp_path):
      ["F:8: [2] key 'position': '2' differs from [1] on line 4; give it once or the same in "
       "every section of the group; group 'g' ignored"]),
     ('[1]\ngroup = g\nphase = L1\nrole = dcsystem\n',
-     ["F:4: [1] key 'role': a group is one AC meter: use grid, genset, acload, pvinverter; "
+     ["F:4: [1] key 'role': a group is one AC meter: use grid, genset, acload, pvinverter, "
+      "evcharger, heatpump; "
       "group 'g' ignored"]),
     ('[1]\ngroup = g\nphase = L1\n[2]\ngroup = g\nphase = L2\nposition = 1\n',
-     ["F:7: [2] key 'position': position applies only to role pvinverter or acload, and the "
+     ["F:7: [2] key 'position': position applies only to role pvinverter, acload, evcharger, heatpump, and the "
       "role is not given; group 'g' ignored"]),
     ('[1]\ngroup = g\nphase = L1\n[2]\ngroup = g\nphase = L4\n',
      ["F:1: [1] section [2] on line 4 of this group has a problem; group 'g' ignored",
@@ -442,8 +448,8 @@ def test_check(tmp_path):
     assert meter_map.check(path) == meter_map.load(path).problems != []
     missing = str(tmp_path / 'typo.conf')
     assert meter_map.check(missing) == [
-        "%s: no such file (without a map the driver probes address 1 with the model's default "
-        "role)" % missing]
+        "%s: no such file (without a map the driver publishes the meters it finds with roles "
+        "that steer nothing)" % missing]
 
 
 # -- writing ---------------------------------------------------------------------------------------
@@ -483,7 +489,7 @@ def test_a_missing_section_is_appended_at_the_end(tmp_path):
     map_update.update(path, 'ttyUSB0:2', {'role': 'inverter0', 'name': 'PV'})
     assert read(path) == ('# my map\n[1]\nrole = grid\n\n[ttyUSB0:2]\nrole = pvinverter\n'
                           'position = 0\nname = PV\n')
-    assert meter_map.load(path).meters_for('ttyUSB0')[1] == MeterConfig(
+    assert meter_map.load(path).meters_for('ttyUSB0')[1] == config(
         2, 'pvinverter', 0, 'PV', section='ttyUSB0:2', line=5)
 
 
@@ -522,8 +528,8 @@ def test_a_group_is_written_in_one_replace(tmp_path, monkeypatch):
     real_replace = os.replace
     monkeypatch.setattr(os, 'replace', lambda a, b: replaced.append(b) or real_replace(a, b))
     changes = {'role': 'acload', 'position': 1, 'name': None}
-    map_update.update_many(path, {c.section: changes
-                                 for c in meter_map.load(path).groups_for('ttyUSB0')['house']})
+    house = [m for m in meter_map.load(path).meters_for('ttyUSB0') if m.group == 'house'][0]
+    map_update.update_many(path, {section: changes for section in house.sections})
     assert replaced == [path]
     assert read(path) == """\
 [ttyUSB0:7]
@@ -583,7 +589,7 @@ def test_a_failed_write_leaves_the_original_untouched(tmp_path, monkeypatch, fai
     ('1', {'name': 'two\nlines'}, 'a value cannot span lines'),
     ('1', {'colour': 'red'}, 'cannot write colour into \\[1\\]'),
     ('1', {'position': 1}, r'not written: the map would then leave out \[1\]: \[1\] key '
-                           r"'position': position applies only to role pvinverter or acload"),
+                           r"'position': position applies only to role pvinverter, acload, evcharger, heatpump"),
     ('1', {'position': True}, "position 'True'"),
     ('ttyUSB0:0', {'role': 'grid'}, r"section \[ttyUSB0:0\]: '0' is not a Modbus address"),
     ('bus', {'stopbits': 3}, "stopbits '3': use 1 or 2"),
@@ -612,7 +618,7 @@ def test_bus_settings_can_be_written(tmp_path):
 # -- generated maps --------------------------------------------------------------------------------
 
 PORT_NAMES = ['ttyUSB0', 'ttyUSB1', 'ttyACM0', '/dev/ttyUSB0', 'bus', '', 'x y', 'ü', '0']
-KEYS = list(meter_map.METER_KEYS + meter_map.BUS_KEYS) + ['Role', 'NAME', 'colour', '#role', '']
+KEYS = list(map_syntax.METER_KEYS + map_syntax.BUS_KEYS) + ['Role', 'NAME', 'colour', '#role', '']
 VALUES = list(roles.ROLES) + [
     'inverter', 'inverter0', 'GRID', 'gird', '0', '1', '2', '3', '-1', '-8', '9600', '0.5', '.5',
     '1e3', 'nan', 'inf', 'wind', 'fridge', 'generic', 'ac', 'dc', 'PZEM-016', '017', 'L1', 'l2',
@@ -644,23 +650,23 @@ def assert_sane(the_map, path):
     assert all(isinstance(p, str) and p.startswith(path + ':') for p in the_map.problems)
     for port in ('ttyUSB0', 'ttyUSB1', 'ttyACM0'):
         meters = the_map.meters_for(port)
-        assert [c.address for c in meters] == sorted({c.address for c in meters})
+        addresses = [a for c in meters for a in c.addresses]
+        assert len(addresses) == len(set(addresses))
         for c in meters:
-            assert 1 <= c.address <= 247 and isinstance(c.section, str) and c.line >= 1
+            assert all(1 <= a <= 247 for a in c.addresses) and c.line >= 1
+            assert len(c.sections) == len(c.phases) and all(isinstance(h, str) for h in c.sections)
             assert c.role is None or c.role in roles.ROLES
             assert c.position is None or c.position in roles.POSITIONS[c.role]
             assert c.monitor_mode is None or \
                 c.monitor_mode in roles.MONITOR_MODES[c.role].values()
             assert c.model in (None, 'ac', 'dc')
             assert c.name is None or 0 < len(c.name) <= 32
-            assert (c.group is None) == (c.phase is None)
+            assert c.group is not None or len(c.phases) == 1
             if c.group:
                 assert c.role in (None,) + roles.AC_ROLES and c.model in (None, 'ac')
-        for members in the_map.groups_for(port).values():
-            assert len({c.phase for c in members}) == len(members)
+                assert len({phase for phase, _ in c.phases}) == len(c.phases)
         options = the_map.bus_options(port)
-        assert set(options) <= set(meter_map.BUS_KEYS)
-        assert isinstance(the_map.has_sections_for(port), bool)
+        assert set(options) <= set(map_syntax.BUS_KEYS)
 
 
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -245,9 +245,11 @@ def test_example_map_changes_nothing_and_its_examples_parse(tmp_path):
     path.write_text('\n'.join(active) + '\n')
     examples = meter_map.load(str(path))
     assert examples.problems == []
-    assert [m.address for m in examples.meters_for('ttyUSB1')] == [1, 2, 3, 4, 5, 11, 12, 13]
-    assert [m.address for m in examples.meters_for('ttyUSB0')] == [1, 2, 3, 4, 11, 12, 13]
-    assert sorted(examples.groups_for('ttyUSB0')) == ['mains']
+    assert [m.addresses for m in examples.meters_for('ttyUSB1')] == [
+        (1,), (2,), (3,), (4,), (5,), (11, 12, 13)]
+    assert [m.addresses for m in examples.meters_for('ttyUSB0')] == [
+        (1,), (2,), (3,), (4,), (11, 12, 13)]
+    assert [m.group for m in examples.meters_for('ttyUSB0') if m.group] == ['mains']
     assert examples.bus_options('ttyUSB0')['baudrate'] == 9600
 
 
