@@ -8,6 +8,8 @@ import time
 import pytest
 
 from ctl_helpers import FAST, PZEMCTL, Ctl, one_sentence
+from dbus_helpers import connect
+from pzem.busitem import BusItemService
 from pzem.roles import DEFAULT_ROLE
 from pzemsim import AcMeter, DcMeter, with_crc
 
@@ -148,7 +150,7 @@ def test_info_without_address_refuses_with_two_meters(ctl):
 
 def test_set_address_refuses_an_address_in_use(ctl):
     ctl.start(grid(1), grid(2), wind(3))
-    done = ctl.run('set-address', '3', '--from', '1', '--yes')
+    done = ctl.run('set-address', '3', '--from', '1', '--yes', *FAST)
     assert done.returncode == 1
     assert one_sentence(done.stderr) == (
         'pzemctl: address 3 is already in use on ttyUSB0 (a meter answers there): pick a free '
@@ -159,7 +161,7 @@ def test_set_address_refuses_an_address_in_use(ctl):
 def test_set_address_on_a_busy_bus_moves_only_that_meter(ctl):
     first = grid(1)
     ctl.start(first, grid(2), wind(3))
-    done = ctl.run('set-address', '5', '--from', '1', '--yes')
+    done = ctl.run('set-address', '5', '--from', '1', '--yes', *FAST)
     assert done.returncode == 0, done.stderr
     assert first.address == 5
     assert sorted(m.address for m in ctl.sim.meters) == [2, 3, 5]
@@ -170,7 +172,7 @@ def test_set_address_on_a_busy_bus_moves_only_that_meter(ctl):
         'role = grid    # grid | genset | acload | pvinverter']
     # It answers at the new address only.
     assert ctl.run('info', '5').stdout.startswith('PZEM-016 (AC) at address 5 on ttyUSB0')
-    gone = ctl.run('info', '1')
+    gone = ctl.run('info', '1', *FAST)
     assert gone.returncode == 1
     assert 'No reply from meter 1 on ttyUSB0' in one_sentence(gone.stderr)
 
@@ -178,7 +180,7 @@ def test_set_address_on_a_busy_bus_moves_only_that_meter(ctl):
 def test_set_address_tells_which_map_section_to_rename(ctl):
     ctl.write_map('[ttyUSB0:1]\nrole = dcsource\n')
     ctl.start(wind(1))
-    done = ctl.run('set-address', '7', '--from', '1', '--yes')
+    done = ctl.run('set-address', '7', '--from', '1', '--yes', *FAST)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == (
         'In the map (%s), rename section [ttyUSB0:1] to [ttyUSB0:7].' % ctl.map_path)
@@ -206,7 +208,7 @@ def test_set_address_survives_a_lost_echo(ctl):
     meter = grid(1)
     ctl.start(meter)
     on_write(meter, lambda request, reply: None)    # the echo gets lost on the wire
-    done = ctl.run('set-address', '4', '--from', '1', '--yes')
+    done = ctl.run('set-address', '4', '--from', '1', '--yes', *FAST)
     assert done.returncode == 0, done.stderr
     assert meter.address == 4
 
@@ -214,7 +216,7 @@ def test_set_address_survives_a_lost_echo(ctl):
 def test_set_address_refuses_without_yes_and_without_a_terminal(ctl):
     meter = grid(1)
     ctl.start(meter)
-    done = ctl.run('set-address', '4', '--from', '1')
+    done = ctl.run('set-address', '4', '--from', '1', *FAST)
     assert done.returncode == 2
     assert one_sentence(done.stderr) == (
         'pzemctl: refusing to give the PZEM-016 at address 1 on ttyUSB0 the address 4 without '
@@ -225,13 +227,13 @@ def test_set_address_refuses_without_yes_and_without_a_terminal(ctl):
 def test_set_address_asks_on_a_terminal(ctl):
     meter = grid(1)
     ctl.start(meter)
-    no = ctl.run_on_terminal('n', 'set-address', '4', '--from', '1')
+    no = ctl.run_on_terminal('n', 'set-address', '4', '--from', '1', *FAST)
     assert no.returncode == 1
     assert 'Give the PZEM-016 at address 1 on ttyUSB0 the address 4? [y/N]' in no.stderr
     assert no.stderr.splitlines()[-1].endswith(
         'pzemctl: cancelled: nothing was written to the meter')
     assert meter.address == 1
-    yes = ctl.run_on_terminal('y', 'set-address', '4', '--from', '1')
+    yes = ctl.run_on_terminal('y', 'set-address', '4', '--from', '1', *FAST)
     assert yes.returncode == 0, yes.stderr
     assert meter.address == 4
 
@@ -557,7 +559,7 @@ def test_check_config_of_a_good_map(ctl, tmp_path):
 
 def test_no_reply(ctl):
     ctl.start(grid(1))
-    done = ctl.run('info', '9')
+    done = ctl.run('info', '9', *FAST)
     assert done.returncode == 1 and done.stdout == ''
     assert one_sentence(done.stderr).startswith('pzemctl: No reply from meter 9 on ttyUSB0')
 
@@ -606,7 +608,7 @@ def test_missing_port(ctl, tmp_path):
 def test_port_that_vanishes_mid_scan(ctl):
     ctl.start(grid(1))
     proc = subprocess.Popen([sys.executable, PZEMCTL, ctl.link, 'scan', '--config', ctl.map_path,
-                             '--addresses', '1-200'] + list(FAST),
+                             '--addresses', '1-200', '--scan-timeout', '0.01'],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             universal_newlines=True, env=ctl.env)
     first = proc.stderr.readline()      # progress after 50 addresses: the scan is under way
@@ -690,7 +692,7 @@ def test_port_is_handed_back_after_a_failure_too(ctl, holder, tmp_path):
     ctl.start(grid(1))
     proc = holder()
     log = stand_in_serial_starter(tmp_path, proc)
-    done = ctl.run('info', '9')
+    done = ctl.run('info', '9', *FAST)
     assert done.returncode == 1
     assert 'No reply from meter 9' in done.stderr.splitlines()[-1]
     assert log.read_text() == 'stop-tty.sh ttyUSB0\nstart-tty.sh ttyUSB0\n'
@@ -825,3 +827,87 @@ def test_another_service_on_the_port_is_left_alone(ctl, tmp_path):
         'pzemctl: refusing to take ttyUSB0 from service vedirect-interface.ttyUSB0, which is not '
         'dbus-pzem')
     assert ctl.sim.meter(1).stats['requests'] == 0
+
+
+# -- status ----------------------------------------------------------------------------------------
+
+SLEEPER = 'import time\ntime.sleep(60)\n'
+STARTED = 1795000000        # 2026-11-18, a Unix time for the service and log stamps
+
+
+def tai64n(unix_time):
+    return '%016x%08x' % (2 ** 62 + 10 + unix_time, 0)
+
+
+def shown(unix_time):
+    return time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(unix_time))
+
+
+def test_status_shows_the_driver_its_meters_and_its_log(ctl, tmp_path, address):
+    script = tmp_path / 'dbus-pzem'         # a stand-in driver process for ttyPZEM7
+    script.write_text(SLEEPER)
+    driver = subprocess.Popen([sys.executable, str(script), '--config', ctl.map_path, 'ttyPZEM7'])
+    grid_meter = BusItemService('com.victronenergy.grid.pzem_ttyPZEM7_1', bus=connect(address))
+    wind_meter = BusItemService('com.victronenergy.dcsource.pzem_ttyPZEM7_3',
+                                bus=connect(address))
+    other = BusItemService('com.victronenergy.battery.ttyPZEM7', bus=connect(address))
+    try:
+        for svc, values in ((grid_meter, {'/Connected': 1, '/Ac/Power': 420.54,
+                                          '/DeviceInstance': 40, '/CustomName': 'House',
+                                          '/Mgmt/Connection': 'Modbus RTU ttyPZEM7:1'}),
+                            (wind_meter, {'/Connected': 0, '/Dc/0/Power': [],
+                                          '/DeviceInstance': 41}),
+                            (other, {'/Connected': 1})):
+            for path, value in values.items():
+                svc.add_path(path, value)
+            svc.register()
+        supervise = tmp_path / 'service' / 'dbus-pzem.ttyPZEM7' / 'supervise'
+        supervise.mkdir(parents=True)
+        (supervise / 'status').write_bytes(bytes.fromhex(tai64n(STARTED)) +
+                                           driver.pid.to_bytes(4, 'little') + b'\0u')
+        log = tmp_path / 'log' / 'dbus-pzem.ttyPZEM7'
+        log.mkdir(parents=True)
+        (log / 'current').write_text(''.join(
+            '@%s line %d\n' % (tai64n(STARTED + n), n) for n in range(12)) + 'no stamp\n')
+
+        done = ctl.run_pumping(address, 'status')
+        assert done.returncode == 0, done.stderr
+        # Other dbus-pzem processes on this shared machine may add blocks of their own.
+        blocks = dict((b.split('\n', 1)[0], b) for b in done.stdout.strip().split('\n\n'))
+        assert blocks['ttyPZEM7'].splitlines() == [
+            'ttyPZEM7',
+            '  service dbus-pzem.ttyPZEM7: up (pid %d) since %s' % (driver.pid, shown(STARTED)),
+            '  process %d: %s %s --config %s ttyPZEM7' % (driver.pid, sys.executable, script,
+                                                         ctl.map_path),
+            '  com.victronenergy.dcsource.pzem_ttyPZEM7_3: dcsource, NOT CONNECTED, power -, '
+            'instance 41',
+            '  com.victronenergy.grid.pzem_ttyPZEM7_1: grid, connected, power 420.5 W, '
+            'instance 40, Modbus RTU ttyPZEM7:1, "House"',
+            '  log %s:' % (log / 'current')] + [
+            '    %s line %d' % (shown(STARTED + n), n) for n in range(5, 12)] + [
+            '    no stamp']
+        # A port given narrows it down; a port without the driver says so.
+        assert ctl.run_pumping(address, 'ttyPZEM7', 'status').stdout == \
+            blocks['ttyPZEM7'] + '\n'
+        idle = ctl.run_pumping(address, 'ttyPZEM8', 'status')
+        assert idle.returncode == 0, idle.stderr
+        assert idle.stdout.splitlines() == [
+            'ttyPZEM8',
+            '  service dbus-pzem.ttyPZEM8: none (serial-starter has not started the driver on '
+            'this port)',
+            '  process: none',
+            '  meters: none published on D-Bus',
+            '  log %s: none' % (tmp_path / 'log' / 'dbus-pzem.ttyPZEM8' / 'current')]
+    finally:
+        for svc in (grid_meter, wind_meter, other):
+            svc.close()
+        driver.kill()
+        driver.wait()
+
+
+def test_status_without_the_system_bus(ctl):
+    done = ctl.run_raw('ttyUSB0', 'status',
+                       env={'DBUS_SYSTEM_BUS_ADDRESS': 'unix:path=/nonexistent'})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[3].startswith(
+        '  meters: unknown: the system D-Bus cannot be asked: ')
