@@ -751,6 +751,22 @@ def test_a_bad_number_is_one_sentence_and_exit_2(ctl, args, message):
     assert meter.stats['requests'] == 0
 
 
+def test_number_types_take_their_bounds_and_refuse_just_past_them():
+    import argparse
+    from pzem import numbers
+    from pzem.ctl.cli import address_range
+    assert (numbers.seconds('0'), numbers.seconds('3600')) == (0.0, 3600.0)
+    assert numbers.positive_seconds('0.001') == 0.001
+    assert (numbers.count('1'), numbers.finite('-5.5')) == (1, -5.5)
+    assert (address_range('7'), address_range('1-247')) == (range(7, 8), range(1, 248))
+    for kind, text in ((numbers.seconds, '3600.5'), (numbers.seconds, '-0.001'),
+                       (numbers.positive_seconds, '0'), (numbers.count, '0'),
+                       (numbers.count, '1000001'), (numbers.finite, '-inf'),
+                       (address_range, '0'), (address_range, '248')):
+        with pytest.raises(argparse.ArgumentTypeError):
+            kind(text)
+
+
 # -- ports that are not serial adapters ------------------------------------------------------------
 
 def test_ports_that_are_not_serial_adapters(ctl, tmp_path):

@@ -117,8 +117,8 @@ def parser():
     command('unpin', 'remove this adapter\'s udev rule')
     c = command('check-config', 'check a meter map (PORT may be left out)')
     c.add_argument('file', nargs='?', metavar='FILE', help='default %s' % meter_map.DEFAULT_PATH)
-    command('status', 'which ports run dbus-pzem, their meters on D-Bus and the last log lines '
-            '(PORT may be left out)')
+    command('status', 'ports running dbus-pzem, their meters and log (PORT may be left out)',
+            ())
     return p
 
 
