@@ -154,7 +154,8 @@ def users(path, tty):
 
 
 class PortLease(object):
-    """with PortLease(path, tty): the port is free inside, and handed back afterwards."""
+    """with PortLease(path, tty, yes): the port is free inside, and handed back afterwards;
+    `yes` takes it from another program without asking."""
 
     def __init__(self, path, tty, yes=False):
         self.path = path
