@@ -54,6 +54,8 @@ def count(text):
         value = int(text, 10)
     except ValueError:
         raise argparse.ArgumentTypeError('%r is not %s' % (text, what))
-    if not 1 <= value <= MAX_COUNT:
-        raise argparse.ArgumentTypeError('%s is not %s (at most %d)' % (text, what, MAX_COUNT))
+    if value < 1:
+        raise argparse.ArgumentTypeError('%s is not %s' % (text, what))
+    if value > MAX_COUNT:
+        raise argparse.ArgumentTypeError('%s times is too many: at most %d' % (text, MAX_COUNT))
     return value

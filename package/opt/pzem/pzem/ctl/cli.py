@@ -96,9 +96,12 @@ def parser():
     c.add_argument('address', type=meter_address, metavar='ADDR')
     c = command('set-alarm', 'set the alarm thresholds (AC: --power; DC: --high/--low)')
     c.add_argument('address', type=meter_address, metavar='ADDR')
-    c.add_argument('--power', type=numbers.finite, metavar='W', help='PZEM-016: power alarm in W')
-    c.add_argument('--high', type=numbers.finite, metavar='V', help='PZEM-017: high-voltage alarm in V')
-    c.add_argument('--low', type=numbers.finite, metavar='V', help='PZEM-017: low-voltage alarm in V')
+    c.add_argument('--power', type=numbers.finite, metavar='W',
+                   help='PZEM-016: power alarm in W')
+    c.add_argument('--high', type=numbers.finite, metavar='V',
+                   help='PZEM-017: high-voltage alarm in V')
+    c.add_argument('--low', type=numbers.finite, metavar='V',
+                   help='PZEM-017: low-voltage alarm in V')
     c = command('set-range', 'set a PZEM-017\'s shunt range')
     c.add_argument('address', type=meter_address, metavar='ADDR')
     c.add_argument('amps', type=int, choices=(50, 100, 200, 300), metavar='AMPS',
@@ -106,15 +109,16 @@ def parser():
     c = command('monitor', 'live table of the map\'s meters for this port (or --scan)',
                 (common, sweep))
     c.add_argument('--scan', action='store_true', help='watch what a quick scan finds instead')
-    c.add_argument('--count', type=numbers.count, metavar='N', help='stop after N refreshes (plain output)')
+    c.add_argument('--count', type=numbers.count, metavar='N',
+                   help='stop after N refreshes (plain output)')
     c.add_argument('--interval', type=numbers.seconds, default=1.0, metavar='S',
                    help='seconds between refreshes (default %(default)s)')
     command('pin', 'give this USB adapter to the pzem driver for good (udev rule)')
     command('unpin', 'remove this adapter\'s udev rule')
     c = command('check-config', 'check a meter map (PORT may be left out)')
     c.add_argument('file', nargs='?', metavar='FILE', help='default %s' % meter_map.DEFAULT_PATH)
-    command('status', 'which ports run dbus-pzem, their meters on D-Bus and the last log lines '
-            '(PORT may be left out)')
+    command('status', 'ports running dbus-pzem, their meters and log (PORT may be left out)',
+            ())
     return p
 
 

@@ -14,8 +14,8 @@ ENERGY_AFTER_RESET_KWH = 0.001  # a loaded meter may count one Wh between the re
 def scan(port, args):
     result = sweep(port, args.addresses)
     if not result.answering:
-        raise Failure('no meter answers on %s at any address %s (%.1f s): check the wiring (A/B), the '
-                      'meters\' power and the stop bits'
+        raise Failure('no meter answers on %s at any address %s (%.1f s): check the wiring '
+                      '(A/B), the meters\' power and the stop bits'
                       % (port.name, span(args.addresses), result.seconds))
     with port.bus() as bus:
         for address in result.answering:

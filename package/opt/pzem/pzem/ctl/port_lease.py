@@ -82,12 +82,20 @@ def command_of(pid):
     return ' '.join(argv_of(pid)) or '?'
 
 
+INTERPRETERS = ('python', 'sh', 'bash', 'perl', 'node')
+
+
+def program(argv):
+    """The program a command line runs, without its interpreter: ['gps_dbus', '/dev/ttyUSB0']."""
+    words = list(argv)
+    if words and os.path.basename(words[0]).startswith(INTERPRETERS):
+        words = [w for w in words[1:] if not w.startswith('-')] or words
+    return [os.path.basename(words[0])] + words[1:] if words else []
+
+
 def is_driver(argv):
     """True for dbus-pzem's command line: the script itself, or an interpreter running it."""
-    words = list(argv)
-    if words and os.path.basename(words[0]).startswith('python'):
-        words = [w for w in words[1:] if not w.startswith('-')]
-    return bool(words) and os.path.basename(words[0]) == DRIVER
+    return program(argv)[:1] == [DRIVER]
 
 
 def driver_processes():
@@ -132,9 +140,10 @@ def holding(path, tty):
     ours, others = [], []
     for service in services_up(tty):
         (ours if service == '%s.%s' % (DRIVER, tty) else others).append('service %s' % service)
-    for pid, cmd in holders(path):
-        words = 'process %d (%s)' % (pid, cmd[:60])
-        (ours if is_driver(argv_of(pid)) else others).append(words)
+    for pid, _ in holders(path):
+        argv = argv_of(pid)
+        words = 'process %d (%s)' % (pid, ' '.join(program(argv))[:60] or '?')
+        (ours if is_driver(argv) else others).append(words)
     return ours, others
 
 
@@ -145,7 +154,8 @@ def users(path, tty):
 
 
 class PortLease(object):
-    """with PortLease(path, tty): the port is free inside, and handed back afterwards."""
+    """with PortLease(path, tty, yes): the port is free inside, and handed back afterwards;
+    `yes` takes it from another program without asking."""
 
     def __init__(self, path, tty, yes=False):
         self.path = path
@@ -161,11 +171,10 @@ class PortLease(object):
         if not ours and not others:
             return self
         held_by = ', '.join(ours + others)
-        if others and not confirm('take %s from %s, which %s not dbus-pzem (is %s the right '
-                                  'port?)' % (self.tty, ', '.join(others),
-                                              'is' if len(others) == 1 else 'are', self.tty),
-                                  self.yes):
-            raise Failure('cancelled: %s was left to %s' % (self.tty, ', '.join(others)))
+        if others and not confirm('take %s from %s, which %s not dbus-pzem' % (
+                self.tty, ', '.join(others), 'is' if len(others) == 1 else 'are'), self.yes):
+            raise Failure('cancelled: %s was left to %s; is %s the right port?'
+                          % (self.tty, ', '.join(others), self.tty))
         stop = self._script('stop-tty.sh')
         if not os.access(stop, os.X_OK):
             if others:

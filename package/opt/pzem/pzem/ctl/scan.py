@@ -74,6 +74,6 @@ def single_meter(port, addresses=ADDRESSES):
                       '0xF8 would reach all of them; give the address, or connect one meter only'
                       % (port.name, ', '.join(map(str, result.found))))
     if not result.found:
-        raise Failure('no meter answers on %s at any address %s: check the wiring (A/B), the meter\'s '
-                      'power and the stop bits' % (port.name, span(addresses)))
+        raise Failure('no meter answers on %s at any address %s: check the wiring (A/B), the '
+                      'meter\'s power and the stop bits' % (port.name, span(addresses)))
     return result.found[0]

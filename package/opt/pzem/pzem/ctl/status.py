@@ -120,8 +120,8 @@ def value_of(bus, name, path):
                                   timeout=2.0)
     except dbus.DBusException:
         return None
-    if isinstance(value, dbus.Array) and not value:
-        return None     # velib's "invalid"
+    if isinstance(value, (dbus.Array, dbus.Dictionary)) and not value:
+        return None     # velib's "invalid", or no such path
     return value
 
 
