@@ -169,7 +169,7 @@ def test_set_address_on_a_busy_bus_moves_only_that_meter(ctl):
         'the PZEM-016 on ttyUSB0 now answers at address 5 (was 1)',
         'Put it in the map (%s):' % ctl.map_path,
         '[5]',
-        'role = grid    # grid | genset | acload | pvinverter']
+        'role = acload    # grid | genset | acload | pvinverter | evcharger | heatpump']
     # It answers at the new address only.
     assert ctl.run('info', '5').stdout.startswith('PZEM-016 (AC) at address 5 on ttyUSB0')
     gone = ctl.run('info', '1', *FAST)
@@ -420,7 +420,7 @@ def test_monitor_shows_a_group_as_one_meter_with_its_phases(ctl):
     rows = [' '.join(line.split()) for line in snapshots[1].splitlines()[2:]]
     assert rows == [
         'ADDR METER ROLE NAME VOLTAGE CURRENT POWER ENERGY FREQ PF ALARM',
-        '1,2,3 PZEM-016 3-phase grid House 600.0 W 6.000 kWh',
+        '1,2,3 PZEM-016 3-phase grid House 600.0 W 6.000 kWh 0.45',
         'L1 1 PZEM-016 231.4 V 1.900 A 100.0 W 1.000 kWh 49.9 Hz 0.95 -',
         'L2 2 PZEM-016 231.4 V 1.900 A 200.0 W 2.000 kWh 49.9 Hz 0.95 -',
         'L3 3 PZEM-016 231.4 V 1.900 A 300.0 W 3.000 kWh 49.9 Hz 0.95 -',
@@ -460,7 +460,7 @@ def test_monitor_warns_of_a_role_the_driver_refuses(ctl):
     assert rows[4:] == [
         '',
         '! 1: role dcload does not fit a PZEM-016 (AC): the driver will not publish it; use one '
-        'of grid, genset, acload, pvinverter',
+        'of grid, genset, acload, pvinverter, evcharger, heatpump',
         '! 3: role grid does not fit a PZEM-017 (DC): the driver will not publish it; use one of '
         'dcsource, dcload, dcsystem']
 

@@ -68,8 +68,9 @@ def verify(bus, port_name, old, new, took, got):
 
 def map_hint(port, config, model, old, new):
     """Tell what the map needs: rename the old section, or add one for the new address."""
-    section = next((c.section for c in meter_map.load(config).meters_for(port.name)
-                    if c.address == old), None)
+    section = next((header for spec in meter_map.load(config).meters_for(port.name)
+                    for (_, address), header in zip(spec.phases, spec.sections)
+                    if address == old), None)
     if section and old != new:
         head, colon, _ = section.rpartition(':')
         say('In the map (%s), rename section [%s] to [%s%s%d].' % (
@@ -78,4 +79,4 @@ def map_hint(port, config, model, old, new):
     family_roles = roles.FAMILY_ROLES[model.family]
     say('Put it in the map (%s):' % config)
     say('[%d]' % new)
-    say('role = %s    # %s' % (family_roles[0], ' | '.join(family_roles)))
+    say('role = %s    # %s' % (roles.DEFAULT_ROLE[model.family], ' | '.join(family_roles)))

@@ -69,18 +69,13 @@ def watched_from_map(port, path):
     if the_map.problems:
         note('the map %s has %d problem(s): "pzemctl check-config %s" lists them'
              % (path, len(the_map.problems), path))
-    rows, groups = [], {}
-    for c in the_map.meters_for(port.name):
-        watched = Watched(c.address, c.role, c.name, c.model, c.phase)
-        if c.group:
-            if c.group not in groups:
-                groups[c.group] = Group(c.group, [], c.role, c.name)
-                rows.append(groups[c.group])
-            groups[c.group].phases.append(watched)    # members share the group's role and name
+    rows = []
+    for spec in the_map.meters_for(port.name):
+        if spec.group:
+            rows.append(Group(spec.group, [Watched(a, spec.role, spec.name, spec.model, phase)
+                                           for phase, a in spec.phases], spec.role, spec.name))
         else:
-            rows.append(watched)
-    for group in groups.values():
-        group.phases.sort(key=lambda w: w.phase or '')
+            rows.append(Watched(spec.address, spec.role, spec.name, spec.model))
     return rows
 
 
@@ -93,7 +88,7 @@ def cells(w, addr=None, role=None, name=None):
     if w.values is None:
         return head + [w.error or 'not read yet'] + [''] * 6
     v = w.values
-    texts = dict((f.name, f.text.format(v[f.name])) for f in model.fields if f.divisor)
+    texts = dict((f.name, f.text.format(v[f.name])) for f in model.fields if f.kind != 'alarm')
     alarms = [a.replace(' alarm', '') for a in alarms_on(model, v)]
     return head + [texts['voltage'], texts['current'], texts['power'], texts['energy'],
                    texts.get('frequency', ''), texts.get('power_factor', ''),
@@ -107,9 +102,10 @@ def group_rows(group):
     head = [','.join(str(w.address) for w in phases), '%s %d-phase' % (model.name, len(phases)),
             driver_role(group.role, model)[0], group.title or group.name]
     if complete:
-        power = sum(w.values['power'] for w in phases)
+        totals = models.phase_totals([w.values for w in phases])
         energy = sum(w.values['energy'] for w in phases)
-        total = ['', '', '%.1f W' % power, '%.3f kWh' % energy, '', '', '']
+        total = ['', '', '%.1f W' % totals['power'], '%.3f kWh' % energy, '', '',
+                 '' if totals['power_factor'] is None else '%.2f' % totals['power_factor']]
     else:
         missing = [w.phase or str(w.address) for w in phases if w.values is None]
         total = ['%s missing' % ','.join(missing), '', '', '', '', '', '']

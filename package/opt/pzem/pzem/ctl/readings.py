@@ -41,14 +41,14 @@ def trouble(error):
 
 def alarms_on(model, values):
     return [LABELS[f.name] for f in model.fields
-            if f.divisor is None and values[f.name] == models.ALARM_ON]
+            if f.kind == 'alarm' and values[f.name] == models.ALARM_ON]
 
 
 def one_line(model, values):
     """'230.1 V  1.234 A  283.4 W  12.345 kWh  50.0 Hz  PF 0.99' plus any alarm that is on."""
     parts = []
     for f in model.fields:
-        if f.divisor is None:
+        if f.kind == 'alarm':
             continue
         text = f.text.format(values[f.name])
         parts.append(LABELS[f.name].format(text) if f.name in LABELS else text)
@@ -60,7 +60,7 @@ def block(model, values, indent='  '):
     lines = []
     for f in model.fields:
         v = values[f.name]
-        if f.divisor is None:
+        if f.kind == 'alarm':
             name, text = LABELS[f.name], 'ON' if v == models.ALARM_ON else 'off'
         else:
             name, text = f.name.replace('_', ' '), f.text.format(v)
