@@ -23,8 +23,14 @@ MAP_CHECK_SECONDS = 2.0
 log = logging.getLogger('pzem')
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        self.exit(3, '%s: %s\n' % (self.prog, message))    # 2 means "no meter answered"
+
+
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog='dbus-pzem', description=__doc__.split('\n')[0])
+    p = _Parser(prog='dbus-pzem', description=__doc__.split('\n')[0])
     p.add_argument('tty', help="serial port: a name under /dev (ttyUSB0) or a path")
     p.add_argument('--config', default=meter_map.DEFAULT_PATH,
                    help='meter map (default %(default)s)')

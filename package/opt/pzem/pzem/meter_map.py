@@ -103,6 +103,11 @@ class MeterMap:
                     dict(phases).values())))
         return sorted(found, key=lambda s: s.address)
 
+    def specs(self):
+        """Every meter the map describes, whatever port it applies on, in file order."""
+        unique = {id(s): s for s in self._meters.values() if s is not None}
+        return sorted(unique.values(), key=lambda s: s.line)
+
     def mentions(self, port, address):
         """True if a meter section for `address` applies on `port`, used or left out."""
         port = os.path.basename(port)

@@ -140,6 +140,14 @@ class Poller(object):
 
     # -- probes ------------------------------------------------------------------------------
 
+    def _alive(self, address):
+        """Raises modbus.NoReply (or BadFrame) unless something answers at `address`, within the
+        short scan timeout: a silent address costs no more than that."""
+        try:
+            self.bus.read_input(address, 1, timeout=self.scan_timeout)
+        except modbus.ExceptionReply:
+            pass                    # a meter that refuses the read is still there
+
     def _probe_spec(self, waiting):
         spec = waiting.spec
         try:
@@ -179,9 +187,8 @@ class Poller(object):
 
     def _probe_address(self, address):
         """Ask an address the map does not name; publish what answers there."""
-        timeout = self.scan_timeout
         try:
-            self.bus.read_input(address, 1, timeout=timeout)
+            self._alive(address)
         except modbus.PortGone:
             raise
         except modbus.NoReply:
@@ -191,8 +198,6 @@ class Poller(object):
         except modbus.BadFrame as e:
             self._garbled(address, e)
             return
-        except modbus.ExceptionReply:
-            pass                    # a meter that refuses the read is still there
         self._urgent.pop(address, None)
         try:
             model, regs = models.identify(self.bus, address)
@@ -238,6 +243,7 @@ class Poller(object):
             errors = []
             for address in spec.addresses:
                 try:
+                    self._alive(address)
                     first = address, self.bus.read_input(address, models.AC.input_count)
                     break
                 except modbus.PortGone:
@@ -252,6 +258,7 @@ class Poller(object):
                 if meter.address == first[0]:
                     meter.take(first[1])    # the probe's read is the first reading
             return phases, 'ac'
+        self._alive(spec.address)
         if spec.model:
             model = models.MODELS[spec.model]
             regs = self.bus.read_input(spec.address, model.input_count)
