@@ -537,20 +537,40 @@ def test_check_config_reports_each_problem_with_its_line(ctl, tmp_path):
     done = ctl.run_raw('check-config', str(broken))
     assert done.returncode == 1
     lines = done.stdout.splitlines()
-    assert len(lines) == 3
+    assert len(lines) == 4
     assert lines[0].startswith('%s:5: [2] key \'role\': unknown role \'gridd\'' % broken)
     assert lines[1].startswith('%s:6:' % broken) and '300' in lines[1]
     assert lines[2].startswith("%s:9: [3] key 'colour': unknown key" % broken)
+    assert lines[3].startswith('note: [1]: role grid without sign: ')
     assert one_sentence(done.stderr) == 'pzemctl: 3 problem(s) in %s' % broken
     # The same with a port before the command.
     assert ctl.run_raw('ttyUSB0', 'check-config', str(broken)).stdout == done.stdout
+
+
+AT_INPUT = ("directly at the inverter/charger's AC input with nothing between (no loads, no PV, "
+            "no other source on that stretch of cable)")
+
+
+def test_check_config_says_when_sign_vebus_is_right(ctl, tmp_path):
+    path = tmp_path / 'signs.conf'
+    path.write_text('[1]\nrole = grid\n[2]\nrole = grid\nsign = vebus\n[3]\nrole = acload\n')
+    done = ctl.run_raw('check-config', str(path))
+    assert done.returncode == 0
+    assert done.stdout.splitlines() == [
+        'note: [1]: role grid without sign: a PZEM cannot tell import from export, so '
+        'everything counts as import. If the meter sits %s, add "sign = vebus"; otherwise do '
+        'not let ESS regulate on it (Grid metering: Inverter/Charger)' % AT_INPUT,
+        'note: [2]: sign = vebus is right only if the meter sits %s: its power is then negative '
+        'while the Multi feeds back, and that energy counts as export (Energy/Reverse)'
+        % AT_INPUT,
+        '%s: no problems' % path]
 
 
 def test_check_config_of_a_good_map(ctl, tmp_path):
     good = tmp_path / 'good.conf'
     good.write_text(MAP_WITH_GROUP)
     done = ctl.run_raw('check-config', str(good))
-    assert (done.returncode, done.stdout) == (0, '%s: no problems\n' % good)
+    assert (done.returncode, done.stdout.splitlines()[-1]) == (0, '%s: no problems' % good)
     missing = ctl.run_raw('check-config', str(tmp_path / 'nope.conf'))
     assert missing.returncode == 1 and 'no such file' in missing.stdout
 

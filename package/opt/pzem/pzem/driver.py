@@ -10,7 +10,7 @@ import signal
 import sys
 import time
 
-from . import map_update, meter_map, modbus, numbers, roles, udev
+from . import map_update, meter_map, modbus, numbers, roles, tty, udev
 from .meter import meter_log
 from .meter_map import MeterSpec
 from .poll import Poller
@@ -42,7 +42,7 @@ def parse_args(argv):
                    help='seconds to wait for a reply when looking for meters (default %(default)s)')
     p.add_argument('--debug', action='store_true', help='log every dropped reading')
     args = p.parse_args(argv)
-    if not os.path.basename(args.tty.rstrip('/')):
+    if not tty.name(args.tty):
         p.error('give the serial port, e.g. ttyUSB0')
     return args
 
@@ -124,7 +124,7 @@ def main(argv=None):
                         format='%(levelname)s %(message)s', stream=sys.stderr)
     started = time.monotonic() - process_age()
     version = read_version()
-    port = os.path.basename(args.tty.rstrip('/'))
+    port = tty.name(args.tty)
     the_map = meter_map.load(args.config)
     options = the_map.bus_options(port)
     interval = args.interval if args.interval is not None else options.pop('interval', INTERVAL)

@@ -23,7 +23,7 @@ import stat
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from . import map_syntax, roles
+from . import map_syntax, roles, tty
 from .map_syntax import Bad, Changed, show
 
 DEFAULT_PATH = '/data/conf/pzem.conf'
@@ -89,7 +89,7 @@ class MeterMap:
 
     def meters_for(self, port):
         """The meters to publish on `port`, sorted by their (lowest) address."""
-        port = os.path.basename(port)
+        port = tty.name(port)
         chosen = {a: s for (p, a), s in self._meters.items() if p is None}
         chosen.update((a, s) for (p, a), s in self._meters.items() if p == port)
         specs = {id(s): s for s in chosen.values() if s is not None}
@@ -110,13 +110,13 @@ class MeterMap:
 
     def mentions(self, port, address):
         """True if a meter section for `address` applies on `port`, used or left out."""
-        port = os.path.basename(port)
+        port = tty.name(port)
         return (port, address) in self._meters or (None, address) in self._meters
 
     def bus_options(self, port):
         """Serial and scan settings given for `port`: only the keys that were set, parsed."""
         options = dict(self._bus.get(None, {}))
-        options.update(self._bus.get(os.path.basename(port), {}))
+        options.update(self._bus.get(tty.name(port), {}))
         return options
 
     def _add(self, line, message, section=None, key=None, left_out=True):

@@ -7,7 +7,6 @@ from .. import meter_map, modbus, tty
 from .console import Failure, UsageError
 
 SCAN_TIMEOUT = 0.15     # real PZEMs answer a 1-register read within ~100-120 ms
-TIMEOUT = 0.5
 
 
 class Port(object):
@@ -18,9 +17,7 @@ class Port(object):
         self.path = tty.path(arg)
         self.name = tty.name(arg)
         self.config = config
-        options = {'baudrate': 9600, 'stopbits': 2, 'parity': 'N', 'local_echo': False,
-                   'timeout': TIMEOUT}
-        options.update(self._map_options())
+        options = self._map_options()      # modbus.Bus has the defaults for the rest
         if stopbits is not None:
             options['stopbits'] = stopbits
         if timeout is not None:
