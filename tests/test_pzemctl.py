@@ -947,3 +947,13 @@ def test_status_without_the_system_bus(ctl):
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[3].startswith(
         '  meters: unknown: the system D-Bus cannot be asked: ')
+
+
+def test_check_config_says_when_a_port_section_replaces_a_plain_one(ctl, tmp_path):
+    path = tmp_path / 'found.conf'
+    path.write_text('[1]\nrole = acload\n[ttyUSB0:1]\nrole = acload\n')
+    done = ctl.run_raw('check-config', str(path))
+    assert done.returncode == 0
+    assert done.stdout.splitlines()[0] == (
+        'note: [1] is not used on ttyUSB0: [ttyUSB0:1] (line 3) replaces it there; edit that '
+        'one, or remove it')

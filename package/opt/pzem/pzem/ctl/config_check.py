@@ -1,6 +1,6 @@
 """check-config: every problem of a meter map, one per line with its file and line number, then
 what the map's direction settings mean for the numbers VRM gets."""
-from .. import meter_map
+from .. import map_syntax, meter_map
 from .console import Failure, say
 
 AT_INPUT = ('directly at the inverter/charger\'s AC input with nothing between (no loads, no PV, '
@@ -8,8 +8,21 @@ AT_INPUT = ('directly at the inverter/charger\'s AC input with nothing between (
 
 
 def advice(the_map):
-    """One line per meter whose direction the user should know about."""
-    for spec in the_map.specs():
+    """One line per meter whose direction the user should know about, and per plain section
+    that a port's own section replaces (the driver adds [PORT:N] for a meter it finds)."""
+    specs = the_map.specs()
+    for spec in specs:
+        for header in spec.sections:
+            if ':' in header:
+                continue
+            plain = map_syntax.section_ident(header)[2]
+            for other in specs:
+                for ported in other.sections:
+                    port, _, address = ported.partition(':')
+                    if address and int(address) == plain:
+                        yield ('[%s] is not used on %s: [%s] (line %d) replaces it there; edit '
+                               'that one, or remove it' % (header, port, ported, other.line))
+    for spec in specs:
         where = '[%s]' % '], ['.join(spec.sections)
         if spec.sign == 'vebus':
             yield ('%s: sign = vebus is right only if the meter sits %s: its power is then '
