@@ -215,20 +215,43 @@ class Bus:
         return registers
 
     def _raw(self, request, size):
-        self.send(request)
-        head = self.take(2)
-        if len(head) < 2:
-            return head
-        return head + self.take((5 if head[1] & 0x80 else size) - 2)
+        """The reply to `request`: `size` bytes, or 5 when the second byte marks an exception;
+        fewer when the timeout ends it first (the timeout starts again once 2 bytes came)."""
+        if self.local_echo:
+            self.send(request)
+        elif os.write(self._fd, request) < len(request):
+            raise OSError(errno.EIO, 'the request was cut short')
+        data, self._rest = self._rest, b''
+        if len(data) < size:
+            # take() inlined: the wait for a reply, once per read, at every poll
+            fd, poll, timeout, monotonic = self._fd, self._poll.poll, self.timeout, time.monotonic
+            deadline = monotonic() + timeout
+            whole = size
+            while len(data) < whole:
+                left = deadline - monotonic()
+                if left <= 0 or not poll(1000.0 * left):
+                    break
+                chunk = os.read(fd, 256)
+                if not chunk:
+                    raise _NoData()
+                if len(data) < 2 <= len(data) + len(chunk):     # the head is in: its own timeout
+                    deadline = monotonic() + timeout
+                data += chunk
+                if data[1:2] and data[1] & 0x80:
+                    whole = 5
+        if len(data) >= 2 and data[1] & 0x80:
+            size = 5
+        if len(data) > size:
+            self._rest = data[size:]
+            return data[:size]
+        return data
 
     # -- the port's bytes (pzem.pymodbus_link uses these too) -----------------------------
 
     def send(self, request):
         """Put `request` on the wire; with local_echo, read the adapter's echo of it."""
-        sent = os.write(self._fd, request)
-        while sent < len(request):              # the output queue was full (never at 8 bytes)
-            select.select([], [self._fd], [], self.timeout)
-            sent += os.write(self._fd, request[sent:])
+        if os.write(self._fd, request) < len(request):      # 8 bytes into an empty queue
+            raise OSError(errno.EIO, 'the request was cut short')
         if self.local_echo and self.take(len(request)) != request:
             self.stats['bad_frame'] += 1
             raise BadFrame(self._echo_problem())
