@@ -1,6 +1,11 @@
 """pzem.modbus, the seam to pymodbus, against the simulator on a pty (pymodbus 2.x and 3.x)."""
 
+import os
 import random
+import subprocess
+import sys
+import termios
+import textwrap
 import threading
 import time
 
@@ -15,6 +20,8 @@ from pzemsim import AcMeter, DcMeter, with_crc
 from sim_fixtures import ScriptedMeter, modbus_bus, sim_bus  # noqa: F401 (pytest fixtures)
 
 H = bytes.fromhex
+DRIVER_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           'package', 'opt', 'pzem')
 AC_CAPTURE = [2257, 108, 0, 244, 0, 38, 0, 500, 100, 0]      # 225.7 V ... (reference 2.6)
 DC_CAPTURE = [1344, 10, 13, 0, 2, 0, 0, 0]
 
@@ -43,15 +50,17 @@ def test_port_name_and_path(port, name, path):
     assert (bus.port_name, bus.path) == (name, path)
 
 
+@pytest.mark.pymodbus
 def test_the_address_keyword_matches_the_installed_pymodbus():
+    from pzem import pymodbus_link
     if pymodbus.__version__.startswith('2.'):
-        assert modbus._ADDRESS_KEYWORD == 'unit'
-        assert modbus._CLIENT_OPTIONS['method'] == 'rtu'
+        assert pymodbus_link.ADDRESS_KEYWORD == 'unit'
+        assert pymodbus_link.CLIENT_OPTIONS['method'] == 'rtu'
     else:
-        assert modbus._ADDRESS_KEYWORD in ('slave', 'device_id')
-        assert modbus._CLIENT_OPTIONS['retries'] == 0
+        assert pymodbus_link.ADDRESS_KEYWORD in ('slave', 'device_id')
+        assert pymodbus_link.CLIENT_OPTIONS['retries'] == 0
     if pymodbus.__version__ == '3.16.1':
-        assert modbus._ADDRESS_KEYWORD == 'device_id'
+        assert pymodbus_link.ADDRESS_KEYWORD == 'device_id'
 
 
 # -- requests that work ------------------------------------------------------------------------
@@ -72,6 +81,7 @@ def test_holding_reads(sim_bus, modbus_bus):
     assert bus.read_holding(2, 0, 4) == [30000, 700, 2, 3]
 
 
+@pytest.mark.pymodbus
 def test_writes(sim_bus, modbus_bus):
     ac, dc = AcMeter(1), DcMeter(2)
     bus = modbus_bus(sim_bus(ac, dc))
@@ -82,6 +92,7 @@ def test_writes(sim_bus, modbus_bus):
     assert bus.read_holding(2, 3, 1) == [2]
 
 
+@pytest.mark.pymodbus
 def test_address_change(sim_bus, modbus_bus):
     meter = esphome_ac(1)
     bus = modbus_bus(sim_bus(meter))
@@ -101,6 +112,7 @@ def test_reset_energy(sim_bus, modbus_bus):
     assert bus.read_input(1, 10)[5:7] == [0, 0]
 
 
+@pytest.mark.pymodbus
 def test_general_address_with_one_meter(sim_bus, modbus_bus):
     meter = DcMeter(7)
     bus = modbus_bus(sim_bus(meter))
@@ -162,6 +174,7 @@ def test_each_fault_maps_to_its_error(faulty, fault, options, error, words):
     assert bus.stats[key] == 1 and bus.stats['requests'] == 2
 
 
+@pytest.mark.pymodbus
 def test_exception_reply_carries_code_and_meaning(faulty):
     meter, bus, sim = faulty
     meter.inject('exception', count=1, code=3)
@@ -171,6 +184,7 @@ def test_exception_reply_carries_code_and_meaning(faulty):
     assert isinstance(caught.value, ModbusError)
 
 
+@pytest.mark.pymodbus
 def test_real_exceptions_from_the_meter(sim_bus, modbus_bus):
     bus = modbus_bus(sim_bus(AcMeter(1), DcMeter(2)))
     with pytest.raises(ExceptionReply) as caught:
@@ -192,6 +206,7 @@ def test_junk_values_with_a_valid_crc_pass_the_seam(faulty):
     assert len(junk) == 10 and junk != AC_CAPTURE
 
 
+@pytest.mark.pymodbus
 def test_faults_on_writes_and_resets(faulty):
     meter, bus, sim = faulty
     meter.inject('wrong_address', count=1)
@@ -271,6 +286,7 @@ def test_wrong_length_reply(sim_bus, modbus_bus):
         bus.read_input(1, 10)
 
 
+@pytest.mark.pymodbus
 def test_changed_echo_is_rejected(sim_bus, modbus_bus):
     meter = ScriptedMeter(1, with_crc(H('01 06 00 01 03 E9')))
     bus = modbus_bus(sim_bus(meter))
@@ -279,23 +295,30 @@ def test_changed_echo_is_rejected(sim_bus, modbus_bus):
     assert meter.requests == [with_crc(H('01 06 00 01 03 E8'))]
 
 
+@pytest.mark.pymodbus
 def test_local_echo(sim_bus, modbus_bus):
     sim = sim_bus(esphome_ac(1), echo=True)
     bus = modbus_bus(sim, local_echo=True)
     assert bus.read_input(1, 10) == AC_CAPTURE
     bus.reset_energy(1)
     assert bus.read_holding(0xF8, 2, 1) == [1]
+    bus.write_register(1, 1, 1800)                      # through pymodbus
+    assert bus.read_holding(1, 1, 1) == [1800]
 
 
+@pytest.mark.pymodbus
 def test_local_echo_missing(sim_bus, modbus_bus):
     bus = modbus_bus(sim_bus(esphome_ac(1)), local_echo=True)
     for call in (lambda: bus.read_input(1, 10), lambda: bus.read_holding(0xF8, 2, 1)):
         with pytest.raises(BadFrame) as caught:
             call()
         assert 'turn local_echo off' in one_sentence(caught.value)
-    # A reset's reply is the request byte for byte, so it passes for the echo: no reply then.
+    # A reset's or a write's reply is the request byte for byte, so it passes for the echo:
+    # no reply then.
     with pytest.raises(NoReply):
         bus.reset_energy(1)
+    with pytest.raises(NoReply):
+        bus.write_register(1, 1, 1800)
 
 
 def test_stale_input_is_flushed_before_a_request(sim_bus, modbus_bus):
@@ -307,6 +330,75 @@ def test_stale_input_is_flushed_before_a_request(sim_bus, modbus_bus):
         bus.read_input(1, 10)
     time.sleep(0.02)
     assert bus.read_input(1, 10) == AC_CAPTURE
+
+
+def test_bytes_after_a_good_frame_do_not_spoil_the_next_read(sim_bus, modbus_bus):
+    meter = ScriptedMeter(1, frame_of([1, 2, 3]) + H('01 04 06 00'))
+    bus = modbus_bus(sim_bus(meter))
+    assert bus.read_input(1, 3) == [1, 2, 3]
+    meter.reply = frame_of([4, 5, 6])
+    assert bus.read_input(1, 3) == [4, 5, 6]
+    assert bus.stats['bad_frame'] == 0
+
+
+@pytest.mark.pymodbus
+@pytest.mark.parametrize('fault, options, error, words', [
+    ('no_reply', {}, NoReply, ['No reply from meter 1 on ttyPZEM0 within 0.2 s']),
+    ('bad_crc', {}, BadFrame, ['garbled']),
+    ('truncated', {}, BadFrame, ['incomplete reply (4 of 8 bytes)']),
+    ('garbage_before', {}, BadFrame, ['garbled']),
+    ('exception', {'code': 3}, ExceptionReply, ['exception 3 (illegal data value)']),
+])
+def test_each_fault_on_a_write_through_pymodbus(faulty, fault, options, error, words):
+    meter, bus, sim = faulty
+    meter.inject(fault, count=1, **options)
+    with pytest.raises(error) as caught:
+        bus.write_register(1, 1, 1000)
+    text = one_sentence(caught.value)
+    for word in words:
+        assert word in text
+    bus.write_register(1, 1, 1200)                      # the next request is fine again
+    assert meter.power_alarm_w == 1200
+    assert bus.read_input(1, 10) == AC_CAPTURE
+
+
+def test_reads_load_neither_pymodbus_nor_pyserial(sim_bus):
+    # The driver only reads: it must not pay pymodbus's (or pyserial's) memory. A write does
+    # load pymodbus, in pzemctl.
+    sim = sim_bus(esphome_ac(1), DcMeter(2))
+    script = textwrap.dedent('''
+        import sys
+        import pzem.driver
+        from pzem.modbus import Bus
+        def loaded():
+            return sorted(m for m in sys.modules if m.split('.')[0] in ('pymodbus', 'serial'))
+        with Bus(sys.argv[1], timeout=0.5) as bus:
+            print(bus.read_input(1, 10), bus.read_holding(2, 0, 1), loaded())
+            bus.write_register(1, 1, 1500)
+            print('pymodbus' in loaded())
+    ''')
+    done = subprocess.run([sys.executable, '-c', script, sim.link], capture_output=True,
+                          text=True, env=dict(os.environ, PYTHONPATH=DRIVER_PATH), timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ['%s [30000] []' % AC_CAPTURE, 'True']
+
+
+@pytest.mark.parametrize('options, stop_bits, parity_bits, speed', [
+    ({}, termios.CSTOPB, 0, termios.B9600),
+    ({'baudrate': 4800, 'stopbits': 1, 'parity': 'E'}, 0, termios.PARENB, termios.B4800),
+    ({'baudrate': 2400, 'stopbits': 1, 'parity': 'O'}, 0, termios.PARENB | termios.PARODD,
+     termios.B2400),
+])
+def test_the_port_is_set_as_asked(sim_bus, modbus_bus, options, stop_bits, parity_bits, speed):
+    bus = modbus_bus(sim_bus(AcMeter(1)), **options)
+    with open(bus.path, 'rb', buffering=0) as port:     # a second look at the same tty
+        iflag, oflag, cflag, lflag, ispeed, ospeed, cc = termios.tcgetattr(port)
+    assert cflag & termios.CSIZE == termios.CS8
+    assert cflag & termios.CSTOPB == stop_bits
+    assert cflag & termios.PARODD == parity_bits & termios.PARODD   # a pty drops PARENB
+    assert (ispeed, ospeed) == (speed, speed)
+    assert not lflag & (termios.ICANON | termios.ECHO | termios.ISIG)
+    assert not iflag & (termios.IXON | termios.ICRNL) and not oflag & termios.OPOST
 
 
 # -- the port -----------------------------------------------------------------------------------

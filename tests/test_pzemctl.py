@@ -158,6 +158,7 @@ def test_set_address_refuses_an_address_in_use(ctl):
     assert sorted(m.address for m in ctl.sim.meters) == [1, 2, 3]
 
 
+@pytest.mark.pymodbus
 def test_set_address_on_a_busy_bus_moves_only_that_meter(ctl):
     first = grid(1)
     ctl.start(first, grid(2), wind(3))
@@ -177,6 +178,7 @@ def test_set_address_on_a_busy_bus_moves_only_that_meter(ctl):
     assert 'No reply from meter 1 on ttyUSB0' in one_sentence(gone.stderr)
 
 
+@pytest.mark.pymodbus
 def test_set_address_tells_which_map_section_to_rename(ctl):
     ctl.write_map('[ttyUSB0:1]\nrole = dcsource\n')
     ctl.start(wind(1))
@@ -204,6 +206,7 @@ def test_set_address_without_from_refuses_with_two_meters(ctl):
     assert sorted(m.address for m in ctl.sim.meters) == [1, 2]
 
 
+@pytest.mark.pymodbus
 def test_set_address_survives_a_lost_echo(ctl):
     meter = grid(1)
     ctl.start(meter)
@@ -289,6 +292,7 @@ def test_reset_energy_asks_on_a_terminal(ctl):
     assert meter.energy_wh == 0
 
 
+@pytest.mark.pymodbus
 def test_set_power_alarm_with_yes_and_refusal_without(ctl):
     meter = grid(1, power_alarm_w=2300)
     ctl.start(meter)
@@ -304,6 +308,7 @@ def test_set_power_alarm_with_yes_and_refusal_without(ctl):
         '  power alarm above        3000 W']
 
 
+@pytest.mark.pymodbus
 def test_set_voltage_alarms_on_a_dc_meter(ctl):
     meter = wind(3)
     ctl.start(meter)
@@ -314,6 +319,7 @@ def test_set_voltage_alarms_on_a_dc_meter(ctl):
                                             '  low-voltage alarm below  10.50 V']
 
 
+@pytest.mark.pymodbus
 def test_a_lost_echo_does_not_fail_a_write_that_took(ctl):
     meter = wind(3)
     ctl.start(meter)
@@ -324,6 +330,7 @@ def test_a_lost_echo_does_not_fail_a_write_that_took(ctl):
     assert len(writes) == 1
 
 
+@pytest.mark.pymodbus
 def test_an_echoed_write_the_meter_did_not_keep_fails(ctl):
     meter = grid(1, power_alarm_w=2300)
     ctl.start(meter)
@@ -360,6 +367,7 @@ def test_set_alarm_refuses_what_does_not_fit_the_meter(ctl, args, message):
     assert (ac.power_alarm_w, dc.high_alarm_v, dc.low_alarm_v) == (2300, 300.0, 7.0)
 
 
+@pytest.mark.pymodbus
 def test_set_range_on_a_pzem017(ctl):
     meter = wind(3)
     ctl.start(meter)
@@ -606,6 +614,7 @@ def test_exception_reply_says_what_it_means(ctl):
     assert meter.energy_wh == 12345
 
 
+@pytest.mark.pymodbus
 def test_exception_reply_to_the_write_itself(ctl):
     meter = wind(3)
     ctl.start(meter)

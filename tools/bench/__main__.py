@@ -1,8 +1,11 @@
-"""tools/bench.sh [--quick] [--soak-minutes N] [--output FILE]
+"""tools/bench.sh [--quick] [--per-read] [--baseline DIR] [--runs N] [--soak-minutes N]
+                [--output FILE]
 
 Benchmarks the real driver (`dbus-pzem` as a subprocess on a private dbus-daemon) against the
 simulator in wire-time mode, and writes the numbers to docs/benchmarks.md. Numbers are measured
-and reported, never asserted: the machine may be shared and noisy.
+and reported, never asserted: the machine may be shared and noisy. With --baseline, the same
+per-read cases also run on another tree's driver (a worktree at an older commit) for a "before"
+column; --per-read measures only those and the profile (about 15 minutes with 3 runs).
 """
 import argparse
 import contextlib
@@ -14,9 +17,10 @@ import statistics
 import sys
 import time
 
-from harness import (ROOT, TURNAROUND, Bench, Changer, ac_meters, connected,
+from harness import (DRIVER, ROOT, TURNAROUND, Bench, Changer, ac_meters, connected,
                      connected_with_values, meter_map)
 from capture import Capture
+import per_read
 from dbus_helpers import pump       # tests/dbus_helpers.py: harness put tests/ on sys.path
 import report
 
@@ -29,9 +33,9 @@ T35 = 3.5 * CHAR_BITS / BAUD        # Modbus inter-frame silence the master keep
 
 PLANS = {   # seconds unless said otherwise
     'full': dict(efficiency=20, cpu=60, soak_minutes=30.0, soak_sample=60, starts=5, exits=3,
-                 returns=5, profile=30),
+                 returns=5, profile=30, per_read=20),
     'quick': dict(efficiency=8, cpu=20, soak_minutes=1.5, soak_sample=10, starts=2, exits=1,
-                  returns=3, profile=15),
+                  returns=3, profile=15, per_read=8),
 }
 
 
@@ -41,6 +45,16 @@ def parse_args(argv):
     p.add_argument('--quick', action='store_true',
                    help='short windows and a 1.5-minute soak: a few minutes in all')
     p.add_argument('--soak-minutes', type=float, help='soak duration (default 30, quick 1.5)')
+    p.add_argument('--per-read', action='store_true',
+                   help='only CPU per read (1, 8, 16 meters, steady and changing), peak memory '
+                   'and the profile')
+    p.add_argument('--baseline', metavar='DIR',
+                   help='a tree (e.g. a git worktree at an older commit) whose driver gives the '
+                   '"before" column of the per-read figures')
+    p.add_argument('--runs', type=int, default=3,
+                   help='runs per per-read figure, each one\'s mean (default %(default)s)')
+    p.add_argument('--window', type=float,
+                   help='seconds measured per per-read run (default 20, quick 8)')
     p.add_argument('--output', default=os.path.join(ROOT, 'docs', 'benchmarks.md'))
     p.add_argument('--workdir', default=os.path.join(ROOT, 'build', 'bench'),
                    help='driver logs, captures and the profile (default %(default)s)')
@@ -48,6 +62,16 @@ def parse_args(argv):
     args.plan = dict(PLANS['quick' if args.quick else 'full'])
     if args.soak_minutes is not None:
         args.plan['soak_minutes'] = args.soak_minutes
+    if args.window is not None:
+        args.plan['per_read'] = args.window
+    args.drivers = [('after', DRIVER)]
+    if args.baseline:
+        before = os.path.join(os.path.abspath(args.baseline), 'package', 'opt', 'pzem', 'dbus-pzem')
+        if not os.path.isfile(before):
+            p.error('--baseline %s: no package/opt/pzem/dbus-pzem in it' % args.baseline)
+        args.drivers.insert(0, ('before', before))
+    if args.runs < 1:
+        p.error('--runs must be at least 1')
     return args
 
 
@@ -257,10 +281,19 @@ def main(argv=None):
     began = time.monotonic()
     info = report.machine(command)
     results = {}
+    sections = [s for s in SECTIONS if s[0] == 'profile'] if args.per_read else list(SECTIONS)
     with Bench(args.workdir) as bench:
-        for key, measure in SECTIONS:
+        if args.per_read or len(args.drivers) > 1:
+            say('== per read: %s' % ', '.join(label for label, _ in args.drivers))
+            found = per_read.measure(bench, args.drivers, args.runs, args.plan['per_read'], say)
+        for key, measure in sections:
             say('== %s' % key)
             results[key] = measure(bench, args.plan)
+    if args.per_read or len(args.drivers) > 1:
+        results['per_read'] = per_read.render(found, args.drivers, args.runs,
+                                              args.plan['per_read'])
+        for row in per_read.summary(found, [label for label, _ in args.drivers]):
+            say(' | '.join(row))
     info['duration'] = time.monotonic() - began
     if report.driver_state() != info['driver']:
         info['driver'] += ('; **the driver changed during the run** (now: %s): the sections may '
@@ -268,8 +301,16 @@ def main(argv=None):
         say('the driver changed during the run')
     info['load_after'] = os.getloadavg()
     constants = dict(wire=WIRE, turnaround=TURNAROUND, limit=LIMIT, t35=T35, plan=args.plan)
+    if args.per_read:
+        after = found[('after', 8, True)]
+        page = report.render_per_read(info, results['per_read'], results['profile'],
+                                      'against %.0f µs per read without it (8 meters at 1 s, '
+                                      'values changing, above)' % statistics.mean(
+                                          r['us'] for r in after))
+    else:
+        page = report.render(info, constants, results)
     with open(args.output, 'w') as f:
-        f.write(report.render(info, constants, results))
+        f.write(page)
     say('wrote %s in %.1f minutes' % (os.path.relpath(args.output, ROOT), info['duration'] / 60))
     return 0
 

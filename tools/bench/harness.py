@@ -239,8 +239,10 @@ class Bench:
     def __exit__(self, *exc):
         self._stack.close()
 
-    def run(self, meters, driver_args=(), map_text=None, profile=None, name='run'):
-        return DriverRun(self, meters, list(driver_args), map_text, profile, name)
+    def run(self, meters, driver_args=(), map_text=None, profile=None, name='run', driver=None):
+        """`driver`: the dbus-pzem to run (default: this tree's)."""
+        return DriverRun(self, meters, list(driver_args), map_text, profile, name,
+                         driver or DRIVER)
 
     @contextlib.contextmanager
     def recorder(self):
@@ -254,8 +256,9 @@ class Bench:
 class DriverRun:
     """One simulated bus and one `dbus-pzem` process on it."""
 
-    def __init__(self, bench, meters, driver_args, map_text, profile, name):
+    def __init__(self, bench, meters, driver_args, map_text, profile, name, driver):
         self.bench = bench
+        self.driver = driver
         self.meters = meters
         self.folder = os.path.join(bench.workdir, name)
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -294,7 +297,7 @@ class DriverRun:
         command = [sys.executable]
         if self.profile:
             command += [PROFILER, self.profile]
-        command += [DRIVER, '--config', self.map_path] + self.driver_args + [self.link]
+        command += [self.driver, '--config', self.map_path] + self.driver_args + [self.link]
         with open(self.log_path, 'ab') as log:
             self.started = time.monotonic()
             self.proc = subprocess.Popen(command, env=bus_env(self.bench.address), stdout=log,

@@ -26,24 +26,25 @@ def _first(path, key):
     return 'unknown'
 
 
-def _run(*command):
+def _run(*command, cwd=ROOT):
     try:
-        return subprocess.run(command, capture_output=True, text=True, cwd=ROOT,
+        return subprocess.run(command, capture_output=True, text=True, cwd=cwd,
                               timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ''
 
 
-def driver_state():
+def driver_state(root=ROOT):
     """'VERSION, commit, code fingerprint': what was measured (others may be editing it)."""
-    folder = os.path.join(ROOT, 'package', 'opt', 'pzem')
+    folder = os.path.join(root, 'package', 'opt', 'pzem')
     with open(os.path.join(folder, 'VERSION')) as f:
         version = f.read().strip()
     files = ['dbus-pzem'] + sorted(os.path.join('pzem', name)
                                    for name in os.listdir(os.path.join(folder, 'pzem'))
                                    if name.endswith('.py'))      # the driver, not pzemctl
-    commit = _run('git', 'rev-parse', '--short', 'HEAD') or 'unknown'
-    if _run('git', 'status', '--porcelain', '--', *('package/opt/pzem/' + f for f in files)):
+    commit = _run('git', 'rev-parse', '--short', 'HEAD', cwd=root) or 'unknown'
+    if _run('git', 'status', '--porcelain', '--', *('package/opt/pzem/' + f for f in files),
+            cwd=root):
         commit += ' + uncommitted changes'
     digest = hashlib.sha256()
     for name in files:
@@ -110,6 +111,13 @@ POLL_PATH = (
     ('Poller.tick: one poll, everything below', 'pzem/poll.py', 'tick'),
     ('  Meter.poll: read, decode, check', 'pzem/meter.py', 'poll'),
     ('    Bus.read_input: the Modbus seam', 'pzem/modbus.py', 'read_input'),
+    ('      Bus.send: os.write of the request', 'pzem/modbus.py', 'send'),
+    ('        os.write', '~', '<built-in method posix.write>'),
+    ('      Bus.take: wait for the reply and read it', 'pzem/modbus.py', 'take'),
+    ('        poll', '~', "<method 'poll' of 'select.poll' objects>"),
+    ('        os.read', '~', '<built-in method posix.read>'),
+    ('      time.sleep (rest of the t3.5 silence)', '~', '<built-in method time.sleep>'),
+    ('      tcflush (after a failed exchange only)', '~', '<built-in method termios.tcflush>'),
     ('      pymodbus transaction (execute)', 'pymodbus/transaction.py', 'execute'),
     ('        pyserial read', 'serial/serialposix.py', 'read'),
     ('        pyserial write', 'serial/serialposix.py', 'write'),
@@ -199,6 +207,37 @@ def profile_tables(path, ticks_hint):
 
 # -- the page ---------------------------------------------------------------------------------
 
+def _head(info):
+    return ('# Benchmarks\n\n'
+            'Written by `tools/bench.sh`, which overwrites this page on every run: do not edit by '
+            'hand. The numbers are measured and reported, never asserted by a test: the machine '
+            'is shared, so expect some noise from run to run.\n\n'
+            '- command: `%s`\n- date: %s; the run took %.1f minutes\n- driver: %s\n\n' % (
+                info['command'], info['date'], info['duration'] / 60.0, info['driver']))
+
+
+def _machine(info):
+    return '\n## Machine\n\n' + table(('', ''), [
+        ('CPU', info['cpu']), ('memory', info['memory']), ('system', info['os']),
+        ('Python', info['python']), ('libraries', info['libraries']), ('bus', info['system']),
+        ('load average (1, 5, 15 min) before / after',
+         '%s / %s' % (', '.join('%.2f' % x for x in info['load_before']),
+                      ', '.join('%.2f' % x for x in info['load_after']))),
+    ])
+
+
+def render_per_read(info, section, profile_run, unprofiled):
+    """The page of a `--per-read` run: the before/after figures and the profile only."""
+    prof = profile_tables(profile_run['path'], profile_run['polls'])
+    return ''.join((
+        _head(info),
+        'This run measured only the per-read figures and the profile (`--per-read`); '
+        '`tools/bench.sh --baseline DIR` without it measures everything (bus efficiency, D-Bus '
+        'traffic, latencies, the soak) as well.\n\n',
+        section, _machine(info), '\n',
+        profile_section(profile_run, prof, unprofiled)))
+
+
 def render(info, k, r):
     eff, cpu, soak, starts = r['efficiency'], r['cpu'], r['soak'], r['startup']
     exits, returns = r['exit'], r['return']
@@ -213,12 +252,7 @@ def render(info, k, r):
     out = []
     w = out.append
 
-    w('# Benchmarks\n\n')
-    w('Written by `tools/bench.sh`, which overwrites this page on every run: do not edit by hand. '
-      'The numbers are measured and reported, never asserted by a test: the machine is shared, '
-      'so expect some noise from run to run.\n\n')
-    w('- command: `%s`\n- date: %s; the run took %.1f minutes\n- driver: %s\n\n' % (
-        info['command'], info['date'], info['duration'] / 60.0, info['driver']))
+    w(_head(info))
 
     w('## Summary\n\n')
     w(table(('what', 'goal', 'measured'), [
@@ -242,14 +276,7 @@ def render(info, k, r):
          spread([s for row in returns if row['meters'] == 1 for s in row['up']])),
     ]))
 
-    w('\n## Machine\n\n')
-    w(table(('', ''), [
-        ('CPU', info['cpu']), ('memory', info['memory']), ('system', info['os']),
-        ('Python', info['python']), ('libraries', info['libraries']), ('bus', info['system']),
-        ('load average (1, 5, 15 min) before / after',
-         '%s / %s' % (', '.join('%.2f' % x for x in info['load_before']),
-                      ', '.join('%.2f' % x for x in info['load_after']))),
-    ]))
+    w(_machine(info))
 
     w('\n## How it is measured\n\n')
     w('- The real driver, `package/opt/pzem/dbus-pzem`, runs as a subprocess with '
@@ -346,16 +373,29 @@ def render(info, k, r):
                      % row['meters'], spread(row['up'])))
     w(table(('what', 'time'), rows))
 
-    w('\n## Profile of the poll path\n\n')
+    if r.get('per_read'):
+        w('\n')
+        w(r['per_read'])
+    w('\n')
+    w(profile_section(r['profile'], prof,
+                      'against %.0f µs without it (bus efficiency run, 8 meters)' % (
+                          1000 * next(row['cpu_ms'] for row in eff if row['meters'] == 8))))
+    return ''.join(out)
+
+
+def profile_section(run, prof, unprofiled):
+    """Where a poll's CPU goes: `run` from the profile measurement, `prof` from
+    profile_tables(); `unprofiled` says what a poll costs without the profiler."""
+    out = []
+    w = out.append
+    w('## Profile of the poll path\n\n')
     w('The driver under cProfile with a CPU-time clock (`tools/bench/profiled_driver.py`: '
       'waiting for the serial port or the main loop costs nothing), 8 meters at `--interval 0`, '
       'values changing; profiling runs for %d s from 2 s after all meters are connected, %d polls '
       '(stats: `%s`, read with `python -m pstats`). The profiler itself slows Python calls down: '
-      'a poll costs %s µs of CPU here against %.0f µs without it (bus efficiency run, 8 meters), '
-      'so read the shares, not the absolute numbers.\n\n' % (
-          r['profile']['seconds'], prof['ticks'], os.path.relpath(r['profile']['path'], ROOT),
-          '%.0f' % (1e6 * prof['per_tick']) if prof['per_tick'] else '?',
-          1000 * next(row['cpu_ms'] for row in eff if row['meters'] == 8)))
+      'a poll costs %s µs of CPU here %s, so read the shares, not the absolute numbers.\n\n' % (
+          run['seconds'], prof['ticks'], os.path.relpath(run['path'], ROOT),
+          '%.0f' % (1e6 * prof['per_tick']) if prof['per_tick'] else '?', unprofiled))
     w('Where one poll\'s CPU goes (cumulative time of each function, per poll):\n\n')
     w(prof['breakdown'])
     w('\nOwn time (not counting the functions it calls) by library, per poll:\n\n')

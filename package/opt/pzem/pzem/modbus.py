@@ -1,129 +1,40 @@
 """The one door to the serial port: Modbus-RTU requests to PZEM meters.
 
-Only this module imports pymodbus and pyserial. pymodbus (2.3.0 or 2.5.3 on Venus OS,
-3.x up to 3.16 elsewhere) builds, sends and reads the holding-register reads and writes; the
-bytes that came back are then judged by rtu.check_reply, the same whatever the pymodbus
-version. Raw frames on the same port instead: the poll's input-register read (the hot path:
-pymodbus costs more CPU per read than the rest of a poll, see docs/benchmarks.md), reset energy
-(function 0x42, unknown to pymodbus) and anything sent to the general address 0xF8, whose reply
-carries the meter's own address, which pymodbus would throw away.
+The port is opened and set up with termios, and every read (input and holding registers), reset
+energy (function 0x42, unknown to pymodbus) and anything sent to the general address 0xF8 (whose
+reply carries the meter's own address, which pymodbus would throw away) goes out as a raw frame
+on its file descriptor: write, poll, read. The bytes that come back are judged by
+rtu.check_reply. Only a register write goes through pymodbus (2.3.0 or 2.5.3 on Venus OS, 3.x
+elsewhere), loaded on first use by pzem.pymodbus_link, so the driver, which never writes, does
+not load pymodbus or pyserial at all (5.7 MB less memory, see docs/benchmarks.md).
 
 A Bus serves one port from one thread. Nothing is retried here: the caller decides.
 """
 
 import errno
-import inspect
-import logging
+import fcntl
 import os
+import select
 import struct
 import termios
 import time
 
-import serial
-from pymodbus.exceptions import ModbusException, ModbusIOException
-
-try:
-    from pymodbus.client import ModbusSerialClient as _PymodbusClient       # 3.x
-except ImportError:
-    from pymodbus.client.sync import ModbusSerialClient as _PymodbusClient  # 2.x
-
+from . import tty
 from .rtu import (EXCEPTION_MEANINGS, BadFrame, ExceptionReply,  # noqa: F401 (re-exported)
                   ModbusError, NoReply, PortGone)
 from .rtu import (GENERAL_ADDRESS, READ_HOLDING, READ_INPUT, RESET_ENERGY, WRITE_REGISTER,
                   check_reply, request_frame)
 
-
-# -- pymodbus 2.x / 3.x differences, settled once -----------------------------------------
-
-def _pymodbus_options():
-    """Constructor keywords for an RTU client with no retries, and the name of the
-    keyword that addresses a meter in request calls (unit, slave or device_id)."""
-    requests = inspect.signature(_PymodbusClient.read_input_registers).parameters
-    address_keyword = next((k for k in ('device_id', 'slave') if k in requests), 'unit')
-    if 'framer' not in inspect.signature(_PymodbusClient.__init__).parameters:
-        # 2.x: reset_socket=False (2.5.3) stops it closing the port after a timeout
-        return {'method': 'rtu', 'retries': 0, 'retry_on_empty': False,
-                'retry_on_invalid': False, 'reset_socket': False}, address_keyword
-    try:
-        from pymodbus.framer import FramerType as framer          # newer 3.x (3.16)
-    except ImportError:
-        try:
-            from pymodbus.framer import Framer as framer          # older 3.x (3.6)
-        except ImportError:
-            return {'retries': 0}, address_keyword                  # first 3.x: RTU by default
-    return {'framer': framer.RTU, 'retries': 0}, address_keyword
+_CMSPAR = getattr(termios, 'CMSPAR', 0o10000000000)     # Linux's mark/space parity bit
+_READABLE = select.POLLIN | select.POLLPRI
 
 
-_CLIENT_OPTIONS, _ADDRESS_KEYWORD = _pymodbus_options()
+class _NoData(OSError):
+    """The port said it had input but gave none: the device went away (pyserial's words)."""
 
-# pymodbus logs each failed request itself (3.x at ERROR level). The Bus raises one clear
-# exception instead, so those lines would only double every message in the driver's log.
-logging.getLogger('pymodbus').setLevel(logging.CRITICAL)
-
-# What pymodbus may raise for a failed request (3.x raises where 2.x returns an error object;
-# 2.5.3 lets struct.error out of decoding some frames with a good CRC). Either way the bytes
-# received decide what went wrong.
-_PYMODBUS_FAILURES = (ModbusException, OSError, termios.error, struct.error, IndexError)
-
-# 2.x and older 3.x: an exception out of a transaction leaves the client's state busy, and the
-# next request then waits for the timeout first. Setting it back to idle prevents that.
-_IDLE = getattr(_PymodbusClient, 'state', None)
-_NOTHING = []
-
-
-class _Client(_PymodbusClient):
-    """pymodbus's serial client, working on the port the Bus opened. It keeps the bytes
-    received for the Bus to judge, and any error the port raised."""
-
-    received = b''
-    expected = 0            # size of a good reply, for newer pymodbus 3.x (see recv)
-    port_error = None
-    echo_error = None
-    local_echo = False
-
-    def connect(self):
-        return self.socket is not None      # the Bus opens the port; pymodbus must not reopen it
-
-    def close(self):
-        pass                                # pymodbus 2.3.0 closes the port after each timeout
-
-    def send(self, request, *args, **kwargs):
-        try:
-            size = super().send(request, *args, **kwargs)
-            echo = self.socket.read(len(request)) if self.local_echo else request
-        except Exception as error:          # 3.x turns OSError into ConnectionException
-            self.port_error = error
-            raise
-        if echo != request:
-            self.echo_error = echo
-            raise ModbusIOException('wrong local echo')
-        return size
-
-    def recv(self, size):
-        # pymodbus 2.x and older 3.x (3.6) ask for a size. Newer 3.x (3.16) ask for "what
-        # has come" (None) and poll for it in 4-character sleeps, until the full timeout
-        # after a broken frame. Reading the expected reply at once, then reporting silence,
-        # gives every version the same timing.
-        try:
-            if size is None:
-                data = _read_reply(self.socket, self.expected) if self.expected else b''
-                self.expected = 0
-            else:
-                data = self.socket.read(size)
-        except Exception as error:
-            self.port_error = error
-            raise
-        self.received += data
-        return data
-
-
-def _read_reply(port, size):
-    """A reply of `size` bytes, or 5 when the second byte marks an exception; fewer when
-    the timeout ends it first."""
-    head = port.read(2)
-    if len(head) < 2:
-        return head
-    return head + port.read((5 if head[1] & 0x80 else size) - 2)
+    def __init__(self):
+        OSError.__init__(self, 'device reports readiness to read but returned no data (device '
+                         'disconnected or multiple access on port?)')
 
 
 # -- request arguments --------------------------------------------------------------------
@@ -141,6 +52,48 @@ def _request(address, function, *words):
     return request_frame(address, function, *words)
 
 
+# -- the port -----------------------------------------------------------------------------
+
+def open_port(path, baudrate, stopbits, parity):
+    """A file descriptor on the serial device at `path`, locked against other programs and
+    set to raw 8-bit characters as pyserial would (8N1/8N2/8E1/8O1...). Raises OSError or
+    termios.error."""
+    speed = getattr(termios, 'B%d' % baudrate, None)
+    if speed is None:
+        raise OSError(errno.EINVAL, 'baud rate %r is not supported' % (baudrate,))
+    fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)   # what pyserial's exclusive=True did
+        iflag, oflag, cflag, lflag, _, _, cc = termios.tcgetattr(fd)
+        iflag &= ~(termios.INLCR | termios.IGNCR | termios.ICRNL | termios.IGNBRK |
+                   getattr(termios, 'IUCLC', 0) | termios.PARMRK | termios.INPCK |
+                   termios.ISTRIP | termios.IXON | termios.IXOFF | termios.IXANY)
+        oflag &= ~(termios.OPOST | termios.ONLCR | termios.OCRNL)
+        lflag &= ~(termios.ICANON | termios.ECHO | termios.ECHOE | termios.ECHOK |
+                   termios.ECHONL | termios.ISIG | termios.IEXTEN |
+                   getattr(termios, 'ECHOCTL', 0) | getattr(termios, 'ECHOKE', 0))
+        cflag &= ~(termios.CSIZE | termios.CSTOPB | termios.PARENB | termios.PARODD | _CMSPAR |
+                   getattr(termios, 'CRTSCTS', 0))
+        cflag |= termios.CLOCAL | termios.CREAD | termios.CS8
+        if stopbits == 2:
+            cflag |= termios.CSTOPB
+        if parity in ('E', 'O'):
+            cflag |= termios.PARENB | (termios.PARODD if parity == 'O' else 0)
+        cc[termios.VMIN], cc[termios.VTIME] = 0, 0
+        termios.tcsetattr(fd, termios.TCSANOW,
+                          [iflag, oflag, cflag, lflag, speed, speed, cc])
+        try:        # DTR and RTS on, as pyserial leaves them (some adapters power from them)
+            fcntl.ioctl(fd, termios.TIOCMBIS,
+                        struct.pack('I', termios.TIOCM_DTR | termios.TIOCM_RTS))
+        except OSError:
+            pass    # not a modem-control port (a pty): nothing to set
+        termios.tcflush(fd, termios.TCIOFLUSH)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 # -- the bus ------------------------------------------------------------------------------
 
 class Bus:
@@ -148,8 +101,8 @@ class Bus:
 
     def __init__(self, port, baudrate=9600, stopbits=2, parity='N', timeout=0.5,
                  local_echo=False):
-        self.port_name = os.path.basename(port.rstrip('/'))
-        self.path = port if '/' in port else '/dev/' + port
+        self.port_name = tty.name(port)
+        self.path = tty.path(port)
         self.baudrate = baudrate
         self.stopbits = stopbits
         self.parity = parity
@@ -159,8 +112,10 @@ class Bus:
         bits = 1 + 8 + (parity != 'N') + stopbits
         self._silence = 3.5 * bits / baudrate   # Modbus t3.5: the gap before the next request
         self._quiet_at = 0.0
-        self._serial = None
-        self._client = None
+        self._fd = None
+        self._poll = None
+        self._rest = b''        # bytes received after the frame being read
+        self._writer = None     # pymodbus, for register writes (pzem.pymodbus_link)
 
     def __enter__(self):
         self.open()
@@ -170,132 +125,166 @@ class Bus:
         self.close()
 
     def open(self):
-        if self._serial is not None:
+        if self._fd is not None:
             return
         try:
-            port = serial.Serial(self.path, baudrate=self.baudrate, bytesize=8,
-                                 parity=self.parity, stopbits=self.stopbits,
-                                 timeout=self.timeout, exclusive=True)
-        except (serial.SerialException, OSError) as error:
+            fd = open_port(self.path, self.baudrate, self.stopbits, self.parity)
+        except (OSError, termios.error) as error:
             raise PortGone(self._open_problem(error))
-        client = _Client(port=self.path, baudrate=self.baudrate, bytesize=8,
-                         parity=self.parity, stopbits=self.stopbits, timeout=self.timeout,
-                         **_CLIENT_OPTIONS)
-        client.socket = port
-        client.local_echo = self.local_echo
-        # 2.x sleeps t3.5 before nearly every request; the Bus waits only what is left of it
-        client.silent_interval = 0
-        self._serial, self._client = port, client
+        self._fd, self._rest = fd, b''
+        self._poll = select.poll()
+        self._poll.register(fd, _READABLE)
 
     def close(self):
-        port, self._serial, self._client = self._serial, None, None
-        if port is not None:
+        fd, self._fd, self._poll, self._writer = self._fd, None, None, None
+        if fd is not None:
             try:
-                port.close()
-            except (OSError, termios.error):
+                os.close(fd)
+            except OSError:
                 pass                    # the device is already gone
 
     def read_input(self, address, count, timeout=None):
-        """FC 0x04 from register 0: `count` register values. `timeout`: this request's own (a
-        search for meters waits less than a poll)."""
+        """FC 0x04 from register 0: `count` register values. `timeout`: this request's own,
+        instead of the bus's (a search for meters waits less than a poll)."""
         _check_count(count)
-        request = _request(address, READ_INPUT, 0, count)
-        # The poll's hot path: a raw frame, judged by check_reply() as every reply is anyway.
-        # Through pymodbus it costs ~115 us more CPU per read (docs/benchmarks.md).
-        if timeout is None or timeout == self.timeout:
-            return self._exchange(request, count, None)
-        self._serial.timeout = timeout
-        try:
-            return self._exchange(request, count, None)
-        finally:
-            if self._serial is not None:
-                self._serial.timeout = self.timeout
+        return self._exchange(_request(address, READ_INPUT, 0, count), count, timeout=timeout)
 
     def read_holding(self, address, start, count):
         """FC 0x03: `count` register values from `start`."""
         _check_count(count)
-        request = _request(address, READ_HOLDING, start, count)
-        return self._exchange(request, count, self._read_holding, start, count)
+        return self._exchange(_request(address, READ_HOLDING, start, count), count)
 
     def write_register(self, address, register, value):
         """FC 0x06; returns once the meter has echoed the request exactly."""
         request = _request(address, WRITE_REGISTER, register, value)
-        self._exchange(request, None, self._write_register, register, value)
+        if address == GENERAL_ADDRESS:
+            self._exchange(request, None)
+        else:
+            self._exchange(request, None, self._write_register, register, value)
 
     def reset_energy(self, address):
         """FC 0x42: zero the meter's energy counter; returns once the meter has echoed it."""
-        self._exchange(_request(address, RESET_ENERGY), None, None)
+        self._exchange(_request(address, RESET_ENERGY), None)
 
     # -- one request --------------------------------------------------------------------
 
-    def _read_holding(self, address, start, count):
-        return self._client.read_holding_registers(start, count=count,
-                                                   **{_ADDRESS_KEYWORD: address})
-
     def _write_register(self, address, register, value):
-        return self._client.write_register(register, value, **{_ADDRESS_KEYWORD: address})
+        if self._writer is None:
+            from .pymodbus_link import Writer      # here only: the driver never writes
+            self._writer = Writer(self)
+        return self._writer.write_register(address, register, value)
 
-    def _exchange(self, request, count, call, *args):
-        """Send `request` (through pymodbus `call`, or raw when None) and judge the reply."""
-        address = request[0]
-        if self._serial is None:
+    def _exchange(self, request, count, call=None, *args, timeout=None):
+        """Send `request` (raw, or through pymodbus `call`) and judge the reply."""
+        if self._fd is None:
             raise PortGone('Serial port %s is not open: open the bus first.' % self.path)
         self.stats['requests'] += 1
         wait = self._quiet_at - time.monotonic()
         if wait > 0:
             time.sleep(wait)
+        size = 5 + 2 * count if count else len(request)
         try:
-            self._serial.reset_input_buffer()       # a late reply to an earlier request
-            size = 5 + 2 * count if count else len(request)
-            if call is None or address == GENERAL_ADDRESS:
-                reply = self._raw(request, size)
+            if call is None:
+                reply = self._raw(request, size, timeout or self.timeout)
             else:
-                reply = self._through_pymodbus(call, address, size, *args)
-        except (OSError, termios.error) as error:   # pyserial's SerialException is an OSError
+                reply = call(request[0], *args)
+        except (OSError, termios.error) as error:
             raise self._gone(error)
+        except BadFrame:
+            self._flush()                           # a wrong local echo
+            raise
         finally:
             self._quiet_at = time.monotonic() + self._silence
         try:
-            return check_reply(request, reply, count, self.port_name, self.timeout)
+            registers = check_reply(request, reply, count, self.port_name,
+                                    timeout or self.timeout)
         except NoReply:
             if not os.path.exists(self.path):
                 raise self._gone(None)
             self.stats['no_reply'] += 1
+            self._flush()                           # a late reply must not pass for the next
             raise
         except BadFrame:
             self.stats['bad_frame'] += 1
+            self._flush()
             raise
         except ExceptionReply:
             self.stats['exception'] += 1
+            if self._rest:
+                self._flush()
             raise
+        if self._rest:
+            self._flush()                           # bytes after a good frame: not in step
+        return registers
 
-    def _through_pymodbus(self, call, address, size, *args):
-        client = self._client
-        client.received = b''
-        client.expected = size
-        client.port_error = client.echo_error = None
-        # 2.x reads the next reply of a meter that once timed out in one piece of the full
-        # success length, so a 5-byte exception reply would then cost the whole timeout.
-        getattr(client.transaction, '_no_response_devices', _NOTHING).clear()
+    def _raw(self, request, size, timeout):
+        """The reply to `request`: `size` bytes, or 5 when the second byte marks an exception;
+        fewer when the timeout ends it first (the timeout starts again once 2 bytes came)."""
+        if self.local_echo:
+            self.send(request)
+        elif os.write(self._fd, request) < len(request):
+            raise OSError(errno.EIO, 'the request was cut short')
+        data, self._rest = self._rest, b''
+        if len(data) < size:
+            # take() inlined: the wait for a reply, once per read, at every poll
+            fd, poll, monotonic = self._fd, self._poll.poll, time.monotonic
+            deadline = monotonic() + timeout
+            whole = size
+            while len(data) < whole:
+                left = deadline - monotonic()
+                if left <= 0 or not poll(1000.0 * left):
+                    break
+                chunk = os.read(fd, 256)
+                if not chunk:
+                    raise _NoData()
+                if len(data) < 2 <= len(data) + len(chunk):     # the head is in: its own timeout
+                    deadline = monotonic() + timeout
+                data += chunk
+                if data[1:2] and data[1] & 0x80:
+                    whole = 5
+        if len(data) >= 2 and data[1] & 0x80:
+            size = 5
+        if len(data) > size:
+            self._rest = data[size:]
+            return data[:size]
+        return data
+
+    # -- the port's bytes (pzem.pymodbus_link uses these too) -----------------------------
+
+    def send(self, request):
+        """Put `request` on the wire; with local_echo, read the adapter's echo of it."""
+        if os.write(self._fd, request) < len(request):      # 8 bytes into an empty queue
+            raise OSError(errno.EIO, 'the request was cut short')
+        if self.local_echo and self.take(len(request)) != request:
+            self.stats['bad_frame'] += 1
+            raise BadFrame(self._echo_problem())
+
+    def take(self, size):
+        """The next `size` bytes received, or fewer when the timeout passes first."""
+        data, self._rest = self._rest, b''
+        if len(data) < size:
+            fd, poll = self._fd, self._poll.poll
+            deadline = time.monotonic() + self.timeout
+            while len(data) < size:
+                left = deadline - time.monotonic()
+                if left <= 0 or not poll(1000.0 * left):
+                    break
+                chunk = os.read(fd, 256)
+                if not chunk:
+                    raise _NoData()
+                data += chunk
+        if len(data) > size:
+            self._rest = data[size:]
+            return data[:size]
+        return data
+
+    def _flush(self):
+        """Drop whatever was received and not used: after a failed exchange only."""
+        self._rest = b''
         try:
-            call(address, *args)
-        except _PYMODBUS_FAILURES:
-            if _IDLE is not None:
-                client.state = _IDLE
-        if client.port_error is not None:
-            raise self._gone(client.port_error)
-        if client.echo_error is not None:
-            self.stats['bad_frame'] += 1
-            raise BadFrame(self._echo_problem())
-        return client.received
-
-    def _raw(self, request, size):
-        port = self._serial
-        port.write(request)
-        if self.local_echo and port.read(len(request)) != request:
-            self.stats['bad_frame'] += 1
-            raise BadFrame(self._echo_problem())
-        return _read_reply(port, size)
+            termios.tcflush(self._fd, termios.TCIFLUSH)
+        except (OSError, termios.error, TypeError):
+            pass                        # the port is gone: the next request says so
 
     # -- messages -----------------------------------------------------------------------
 
@@ -313,7 +302,7 @@ class Bus:
                         % (self.path, _reason(error)))
 
     def _open_problem(self, error):
-        code = getattr(error, 'errno', None)
+        code = _errno(error)
         if code == errno.ENOENT or not os.path.exists(self.path):
             return ('Serial port %s does not exist: plug in the USB RS-485 adapter or fix the '
                     'port name.' % self.path)
@@ -326,14 +315,20 @@ class Bus:
             self.path, _reason(error))
 
 
-def _reason(error):
-    """The OS's words for an error, without pyserial's or pymodbus's decoration."""
-    while isinstance(error, ModbusException) and error.__context__ is not None:
-        error = error.__context__                   # 3.x replaces OSError by ConnectionException
-    if error is None:
-        return 'no reason given'
+def _errno(error):
     code = getattr(error, 'errno', None)
     if code is None and isinstance(getattr(error, 'args', None), tuple) and error.args \
             and isinstance(error.args[0], int):
         code = error.args[0]                        # termios.error is (errno, text)
+    return code
+
+
+def _reason(error):
+    """The OS's words for an error, without pymodbus's decoration."""
+    while error is not None and error.__context__ is not None and \
+            type(error).__module__.startswith('pymodbus'):
+        error = error.__context__                   # 3.x replaces OSError by ConnectionException
+    if error is None:
+        return 'no reason given'
+    code = _errno(error)
     return os.strerror(code) if code else str(error) or type(error).__name__

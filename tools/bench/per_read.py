@@ -1,0 +1,125 @@
+"""CPU per meter read and peak memory, before and after: the same cases on two driver trees.
+
+Each case (1, 8, 16 PZEM-016 at `--interval 1`, values steady or all changing) runs `runs`
+times per driver, the drivers taking turns (and swapping who goes first every run), so that
+the load other programs put on the machine falls on both alike. CPU is the driver process's
+time on a CPU (schedstat, ns) over the window, divided by the reads the simulated meters got.
+"""
+import contextlib
+import os
+import statistics
+import time
+
+from harness import Changer, ac_meters, meter_map
+import report
+
+COUNTS = (1, 8, 16)
+WARMUP = 2.0        # seconds after all meters are connected, before the window opens
+TARGETS = {'steady': 0.5, 'changing': 0.75}     # after / before, at most (issue 13)
+HWM_TARGET_KIB = 24.5 * 1024                    # with 16 meters
+
+
+def cases():
+    return [(count, changing) for count in COUNTS for changing in (False, True)]
+
+
+def measure(bench, drivers, runs, window, say):
+    """drivers: [(label, dbus-pzem path)]. Returns {(label, count, changing): [run, ...]},
+    each run {'us': CPU µs per read, 'reads': n, 'hwm': VmHWM KiB, 'rss': VmRSS KiB}."""
+    found = {}
+    for i in range(runs):
+        for count, changing in cases():
+            for label, path in (drivers if i % 2 == 0 else drivers[::-1]):
+                meters = ac_meters(count)
+                name = 'per-read-%s-%d-%s' % (label, count, 'changing' if changing else 'steady')
+                with bench.run(meters, ['--interval', '1'], meter_map(count), name=name,
+                               driver=path) as run, \
+                        (Changer(meters) if changing else contextlib.nullcontext()):
+                    run.wait_connected(range(1, count + 1))
+                    time.sleep(WARMUP)
+                    cpu, reads = run.runtime(), sum(run.requests().values())
+                    time.sleep(window)
+                    cpu, reads = run.runtime() - cpu, sum(run.requests().values()) - reads
+                    memory = run.memory()
+                row = dict(us=1e6 * cpu / reads, reads=reads, hwm=memory['VmHWM'],
+                           rss=memory['VmRSS'])
+                found.setdefault((label, count, changing), []).append(row)
+                say('run %d/%d, %-6s %2d meters %-8s: %4.0f µs per read, VmHWM %.1f MiB' % (
+                    i + 1, runs, label, count, 'changing' if changing else 'steady',
+                    row['us'], row['hwm'] / 1024.0))
+    return found
+
+
+def _mean(rows, key):
+    return statistics.mean(r[key] for r in rows)
+
+
+def _spread(rows, key, scale=1.0, digits=0):
+    values = [r[key] * scale for r in rows]
+    f = '%.' + str(digits) + 'f'
+    text = f % statistics.mean(values)
+    if len(values) > 1:
+        text += (' (' + f + '..' + f + ')') % (min(values), max(values))
+    return text
+
+
+def summary(found, labels):
+    """Rows of (figure, before, after, ratio, target) for the page and the console; with one
+    label (no baseline), (figure, measured)."""
+    rows = []
+    for changing in (False, True):
+        kind = 'changing' if changing else 'steady'
+        for count in COUNTS:
+            runs = [found[(label, count, changing)] for label in labels]
+            figure = 'CPU per read, %d meter%s, values %s' % (count, 's' if count > 1 else '', kind)
+            bold = '**%s**' if count == 8 else '%s'
+            row = [bold % figure] + [_spread(r, 'us') + ' µs' for r in runs]
+            if len(runs) == 2:
+                row += [bold % ('%.2f' % (_mean(runs[1], 'us') / _mean(runs[0], 'us'))),
+                        '<= %.2f' % TARGETS[kind]]
+            rows.append(row)
+    for count in (1, 16):
+        runs = [found[(label, count, False)] + found[(label, count, True)] for label in labels]
+        row = ['peak memory (VmHWM), %d meter%s' % (count, 's' if count > 1 else '')]
+        row += [_spread(r, 'hwm', 1 / 1024.0, 1) + ' MiB' for r in runs]
+        if len(runs) == 2:
+            row += ['%+.1f MiB' % ((_mean(runs[1], 'hwm') - _mean(runs[0], 'hwm')) / 1024.0),
+                    '<= 24.5 MiB' if count == 16 else '']
+        rows.append(row)
+    return rows
+
+
+def render(found, drivers, runs, window):
+    """The page section: the comparison, how it was measured, and every run's numbers."""
+    labels = [label for label, _ in drivers]
+    out = []
+    w = out.append
+    w('## %s: CPU per read and peak memory\n\n' % (
+        'Before and after' if len(drivers) == 2 else 'Per read'))
+    w('Driver CPU (time on a CPU from schedstat) per meter read and peak memory (VmHWM), '
+      'PZEM-016 meters at `--interval 1` (the default), values steady (nothing changes) or all '
+      'changing 10 times a second (see the CPU section for what changes). Each figure is the '
+      '**mean of %d runs** of %d s (from %d s after all meters are connected), with the '
+      'smallest and largest run in brackets; the drivers took turns, run by run, on the '
+      'same simulator and bus. Memory: the mean over the steady and the changing runs (%d '
+      'runs). %s.\n\n' % (
+          runs, window, WARMUP, 2 * runs, '; '.join(
+              '"%s": %s' % (label, report.driver_state(_tree(path))) for label, path in drivers)))
+    head = ['figure'] + labels
+    if len(labels) == 2:
+        head += ['%s / %s' % (labels[1], labels[0]), 'target']
+    w(report.table(head, summary(found, labels)))
+    w('\nEvery run (CPU µs per read / reads in the window / VmHWM KiB):\n\n')
+    rows = []
+    for count, changing in cases():
+        for label in labels:
+            rows.append(('%d, %s' % (count, 'changing' if changing else 'steady'), label,
+                         ', '.join('%.0f / %d / %d' % (r['us'], r['reads'], r['hwm'])
+                                   for r in found[(label, count, changing)])))
+    w(report.table(('meters, values', 'driver', 'runs'), rows))
+    return ''.join(out)
+
+
+def _tree(driver_path):
+    """The repository root of a dbus-pzem path (package/opt/pzem/dbus-pzem)."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(driver_path))))
