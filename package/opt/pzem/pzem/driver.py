@@ -264,11 +264,17 @@ def main(argv=None):
             log.exception('poll failed; going on')
         return poller.slot
 
+    applied = {'bus': the_map.bus_options(port)}
+
     def check_map():
         new = follower.changed()
         if new is not None:
             log.info('map: %s changed: applying it', args.config)
             poller.apply_map(new.meters_for(port))
+            if new.bus_options(port) != applied['bus']:
+                applied['bus'] = new.bus_options(port)
+                log.info('map: the [bus] settings changed: they apply when the driver starts '
+                         'again (svc -t /service/dbus-pzem.%s)', port)
         return True
 
     ticker = Ticker(tick)
