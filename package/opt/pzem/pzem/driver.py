@@ -177,7 +177,8 @@ def main(argv=None):
     directions = system.Directions(connection)
     context = Context(port, args.config, version, Instances(schedule=soon),
                       directions=lambda spec: directions.get(spec.vebus),
-                      stores=lambda ident: energy.EnergyStore(connection, ident))
+                      stores=lambda ident: energy.EnergyStore(connection, ident),
+                      energy_for=lambda model: energy.PhaseEnergy(model.max_kw))
 
     def publish(spec, phases):
         meter_log_ = meter_log(port, spec.addresses)
@@ -228,8 +229,7 @@ def main(argv=None):
             warn_if_unsigned_grid(poller.published)
 
     poller = Poller(bus, port, follower.current.meters_for(port), interval, publish, found,
-                    scan=scan, scan_timeout=args.scan_timeout,
-                    energy_for=lambda model: energy.PhaseEnergy(model.max_kw))
+                    scan=scan, scan_timeout=args.scan_timeout)
     try:
         count = poller.start(deadline=started + PROBE_SECONDS)
     except modbus.PortGone as e:

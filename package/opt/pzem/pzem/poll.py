@@ -34,17 +34,16 @@ class Waiting(object):
 
 class Poller(object):
     def __init__(self, bus, port, specs, interval, publish, found=None, scan=True,
-                 scan_timeout=0.15, energy_for=None, clock=time.monotonic):
+                 scan_timeout=0.15, clock=time.monotonic):
         """publish(spec, phases) -> Publisher, or None when it could not be published;
         found(address, model) -> the MeterSpec for a meter the map does not name (it writes
-        the map), or None; energy_for(model) -> the running totals for a new Meter, or None."""
+        the map), or None."""
         self.bus = bus
         self.port = port
         self.interval = interval
         self.publish = publish
         self.found = found
         self.scan_timeout = scan_timeout
-        self.energy_for = energy_for
         self.clock = clock
         self.published = []
         self.waiting = [Waiting(spec) for spec in specs]
@@ -205,7 +204,7 @@ class Poller(object):
             raise
         except modbus.ModbusError as e:
             log.debug('%s:%d: answered, but could not be identified: %s', self.port, address, e)
-            self._urgent.setdefault(address, 0)
+            self._garbled(address, e)
             return
         self.answered.add(address)
         self.discovery.skip([address])
@@ -270,9 +269,8 @@ class Poller(object):
         return [('L1', meter)], model.family
 
     def _meter(self, address, model, addresses):
-        energy = self.energy_for(model) if self.energy_for else None
         return Meter(self.port, address, model, log=meter_log(self.port, addresses),
-                     clock=self.clock, energy=energy)
+                     clock=self.clock)
 
     def _report_silent(self, waiting):
         if waiting.reported or waiting not in self.waiting:

@@ -34,13 +34,14 @@ class Context(object):
     direction sources and the energy store; the driver makes one."""
 
     def __init__(self, port, map_path, version, instances, directions=None, stores=None,
-                 clock=time.monotonic):
+                 energy_for=None, clock=time.monotonic):
         self.port = port
         self.map_path = map_path
         self.version = version
         self.instances = instances
         self.directions = directions    # directions(spec) -> object with sign(phase), or None
         self.stores = stores            # stores(ident) -> energy.EnergyStore, or None
+        self.energy_for = energy_for    # energy_for(model) -> energy.PhaseEnergy, or None
         self.clock = clock
 
 
@@ -61,11 +62,13 @@ class Publisher(object):
         self._signs = None      # the signs published last, to notice a flip
         self.direction = context.directions(spec) if context.directions and spec.sign else None
         self.store = context.stores(self.ident) if context.stores else None
-        if self.store is not None:
-            saved = self.store.load() or {}
-            for phase, meter in phases:
-                if meter.energy is not None:
-                    meter.energy.restore(saved.get(phase))
+        saved = (self.store.load() or {}) if self.store is not None else {}
+        for phase, meter in phases:
+            if context.energy_for is not None and meter.energy is None:
+                meter.energy = context.energy_for(meter.model)
+                meter.energy.restore(saved.get(phase))
+                if meter.reading is not None:       # the probe's reading
+                    meter.energy.book(meter.reading['energy'], self._sign(phase))
         self._start()
 
     @property
@@ -171,14 +174,15 @@ class Publisher(object):
 
     def poll(self, bus):
         """Read every phase (one sweep, so totals match) and publish. Raises modbus.PortGone."""
-        direction = self.direction
         for phase, meter in self.phases:
-            meter.poll(bus, direction.sign(phase) if direction else 1)
+            meter.poll(bus, self._sign(phase))
         self.update()
 
+    def _sign(self, phase):
+        return self.direction.sign(phase) if self.direction is not None else 1
+
     def signs(self):
-        direction = self.direction
-        return tuple(direction.sign(phase) if direction else 1 for phase, _ in self.phases)
+        return tuple(self._sign(phase) for phase, _ in self.phases)
 
     def update(self, force=False):
         """Publish the phases' current readings in one ItemsChanged (only what changed)."""
