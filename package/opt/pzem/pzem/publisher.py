@@ -60,6 +60,7 @@ class Publisher(object):
         self._watch = None
         self._paths = []        # (path, phase index, field), made once per role
         self._signs = None      # the signs published last, to notice a flip
+        self._followed = ()     # the direction source last logged (() = none yet)
         self.direction = context.directions(spec) if context.directions and spec.sign else None
         self.store = context.stores(self.ident) if context.stores else None
         saved = (self.store.load() or {}) if self.store is not None else {}
@@ -101,8 +102,7 @@ class Publisher(object):
         if self.context.instances.online:
             self._watch = settings.watch(svc.connection, self.ident, self._on_instance)
         self.log.info('%s published as %s, VRM instance %d%s', self.product, self.servicename,
-                      instance, ', direction from %s' % self.direction.describe()
-                      if self.direction else '')
+                      instance, ', direction from the VE.Bus device' if self.direction else '')
 
     @property
     def product(self):
@@ -192,6 +192,10 @@ class Publisher(object):
                 self._restart()
             return
         signs = self.signs()
+        direction = self.direction
+        if direction is not None and direction.ready and direction.service != self._followed:
+            self._followed = direction.service
+            self.log.info('direction from %s', direction.describe())
         if not force and signs == self._signs and not any(m.fresh for _, m in self.phases):
             self._save_energy()
             return
@@ -312,8 +316,9 @@ class Publisher(object):
         if (spec.sign, spec.vebus) != (old.sign, old.vebus):
             self.direction = self.context.directions(spec) \
                 if self.context.directions and spec.sign else None
-            self.log.info('direction: %s', self.direction.describe() if self.direction
-                          else 'none (power and energy as measured, import only)')
+            self._followed = ()
+            if self.direction is None:
+                self.log.info('no direction: power and energy as measured, all import')
         svc = self.service
         if svc is None:
             return
