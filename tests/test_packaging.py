@@ -5,6 +5,7 @@ import io
 import os
 import re
 import subprocess
+import sys
 import tarfile
 
 import pytest
@@ -22,6 +23,7 @@ TEMPLATE = 'opt/victronenergy/service-templates/dbus-pzem'
 RULE = 'data/conf/serial-starter.d/zz-pzem.conf'
 PINS = 'data/conf/pzem-udev.rules'
 PINS_RULES = 'etc/udev/rules.d/zz-pzem.rules'
+PZEMCTL = 'usr/bin/pzemctl'
 HOOK_LINE = ('[ -x /data/pzem/install/pzem-install.sh ] && /data/pzem/install/pzem-install.sh boot'
              ' || true ' + HOOK_MARK)
 
@@ -121,9 +123,13 @@ def test_control_archive_has_executable_scripts_and_the_conffile(builds):
 def test_data_archive_is_the_package_folder_owned_by_root(builds):
     rows = [line.split(None, 5) for line in
             sh('dpkg-deb', '--contents', builds['v1']['ipk']).stdout.splitlines()]
-    entries = {row[5]: (row[0], row[1]) for row in rows}
+    entries = {row[5].split(' -> ')[0]: (row[0], row[1]) for row in rows}
+    links = {name: target for name, _, target in
+             (row[5].partition(' -> ') for row in rows if row[0].startswith('l'))}
+    assert links == {'./usr/bin/pzemctl': '/opt/pzem/pzemctl'}     # opkg owns the command
     assert all(owner == '0/0' for _, owner in entries.values())
-    assert all(mode in ('drwxr-xr-x', '-rwxr-xr-x', '-rw-r--r--') for mode, _ in entries.values())
+    assert all(mode in ('drwxr-xr-x', '-rwxr-xr-x', '-rw-r--r--') for name, (mode, _) in
+               entries.items() if name not in links)
     for path in ('./opt/pzem/install/pzem-install.sh', './opt/pzem/service-template/run',
                  './opt/pzem/service-template/log/run'):
         assert entries[path][0] == '-rwxr-xr-x', path
@@ -136,7 +142,8 @@ def test_data_archive_is_the_package_folder_owned_by_root(builds):
             if not name.startswith('.') and not name.endswith(('.pyc', '.pyo', '~')):
                 rel = os.path.relpath(os.path.join(top, name), os.path.join(REPO, 'package'))
                 expected.add('./' + rel)
-                if os.access(os.path.join(top, name), os.X_OK):
+                if os.access(os.path.join(top, name), os.X_OK) and \
+                        not os.path.islink(os.path.join(top, name)):
                     assert entries['./' + rel][0] == '-rwxr-xr-x', rel
     assert {p for p, (mode, _) in entries.items() if not mode.startswith('d')} == expected
     assert tar_member(ar_member(builds['v1']['ipk'], 'data.tar.gz'),
@@ -277,6 +284,17 @@ def test_fresh_install(gx, builds):
     assert gx.tool_calls() == []
 
 
+def test_pzemctl_is_a_command_on_the_path(gx, builds, tmp_path):
+    FakeOpkg(gx).install(builds['v1']['ipk'])
+    assert os.readlink(gx.path(PZEMCTL)) == '/opt/pzem/pzemctl'
+    assert gx.mode('opt/pzem/pzemctl') == 0o755
+    # run the way the link runs it: the script finds its package through the link
+    link = tmp_path / 'pzemctl'
+    os.symlink(gx.path('opt/pzem/pzemctl'), str(link))
+    done = sh(sys.executable, str(link), '--help')
+    assert done.stdout.startswith('usage: pzemctl')
+
+
 def test_configure_twice_changes_nothing(gx, builds):
     FakeOpkg(gx).install(builds['v1']['ipk'])
     before = gx.snapshot()
@@ -320,7 +338,8 @@ def test_upgrade_keeps_the_changed_map_pins_hook_and_rule(gx, builds):
 
     def still_there(call):     # nothing of ours may go away in the middle of an upgrade
         missing[call] = [p for p in (TEMPLATE + '/run', RULE, PINS_RULES, 'data/pzem/venus-pzem.ipk',
-                                     'data/pzem/install/pzem-install.sh', 'data/conf/pzem.conf')
+                                     'data/pzem/install/pzem-install.sh', 'data/conf/pzem.conf',
+                                     PZEMCTL)
                          if not gx.exists(p)] + ([] if gx.hook_lines() else ['hook'])
 
     opkg.after_script = still_there
@@ -329,6 +348,7 @@ def test_upgrade_keeps_the_changed_map_pins_hook_and_rule(gx, builds):
                           ('postrm', 'upgrade', NEWER), ('postinst', 'configure')]
     assert missing == {call: [] for call in opkg.calls}
     assert gx.read('opt/pzem/VERSION') == NEWER + '\n'
+    assert os.readlink(gx.path(PZEMCTL)) == '/opt/pzem/pzemctl'
     assert gx.read('data/conf/pzem.conf') == user_map
     with open(EXAMPLE_MAP) as f:
         assert gx.read('data/conf/pzem.conf-opkg') == f.read()
@@ -350,7 +370,8 @@ def test_remove_takes_out_what_it_added_and_keeps_the_users_work(gx, builds):
     opkg.calls = []
     opkg.remove()
     assert opkg.calls == [('prerm', 'remove'), ('postrm', 'remove')]
-    for gone in (TEMPLATE, RULE, PINS_RULES, 'data/pzem', 'opt/pzem', 'data/conf/pzem.conf-opkg'):
+    for gone in (TEMPLATE, RULE, PINS_RULES, 'data/pzem', 'opt/pzem', 'data/conf/pzem.conf-opkg',
+                 PZEMCTL):
         assert not gx.exists(gone), gone
     assert gx.read('data/rc.local') == USER_RC_LOCAL
     assert gx.read('data/conf/serial-starter.d/dbus-serialbattery.conf') == SERIALBATTERY_CONF
@@ -398,6 +419,7 @@ def test_firmware_update_brings_everything_back_twice_without_duplicates(gx, bui
         assert gx.read(PINS_RULES) == USER_PINS
         assert gx.read('data/rc.local').count(HOOK_MARK) == 1
         assert rule_lines(gx) == RULE_WITH_SERIALBATTERY
+        assert os.readlink(gx.path(PZEMCTL)) == '/opt/pzem/pzemctl'
     assert gx.exists('opt/pzem/dbus-pzem') and gx.exists(TEMPLATE + '/run')
     settled = gx.snapshot(skip=('data/log',))
     gx.run_boot_hook()
@@ -413,7 +435,7 @@ def test_after_a_restore_the_installer_removes_it_without_opkg(gx, builds):
     gx.firmware_update()
     gx.run_boot_hook()
     gx.run('sh', gx.path('data/pzem/install/pzem-install.sh'), 'uninstall-ipk')
-    for gone in (TEMPLATE, RULE, PINS_RULES, 'data/pzem', 'opt/pzem'):
+    for gone in (TEMPLATE, RULE, PINS_RULES, 'data/pzem', 'opt/pzem', PZEMCTL, 'usr/bin'):
         assert not gx.exists(gone), gone
     assert gx.read('data/rc.local') == USER_RC_LOCAL
     assert gx.read('data/conf/pzem.conf') == user_map and gx.read(PINS) == USER_PINS
@@ -467,7 +489,7 @@ def test_setup_standalone_install_check_reinstall_uninstall(gx, builds):
     gx.run(setup, 'uninstall', 'runFromPm')
     assert not gx.exists('etc/venus/installedVersion-PzemMeter')
     assert gx.exists('data/setupOptions/PzemMeter/DO_NOT_AUTO_INSTALL')
-    for gone in (TEMPLATE, RULE, 'data/pzem', 'opt/pzem', 'data/conf/pzem.conf'):
+    for gone in (TEMPLATE, RULE, 'data/pzem', 'opt/pzem', 'data/conf/pzem.conf', PZEMCTL):
         assert not gx.exists(gone), gone
     assert gx.read('data/rc.local') == USER_RC_LOCAL
     assert gx.exists('data/PzemMeter/setup')       # PackageManager's copy is its own business
