@@ -135,7 +135,7 @@ def test_data_archive_is_the_package_folder_owned_by_root(builds):
         assert entries[path][0] == '-rwxr-xr-x', path
     assert entries['./data/conf/pzem.conf'][0] == '-rw-r--r--'
     # every file of package/ but CONTROL, nothing a working tree collects, plus the inner ipk
-    expected = {'./opt/pzem/venus-pzem.ipk'}
+    expected = {'./opt/pzem/venus-pzem.ipk', './opt/pzem/LICENSE'}
     for top, dirs, files in os.walk(os.path.join(REPO, 'package')):
         dirs[:] = [d for d in dirs if d not in ('CONTROL', '__pycache__') and not d.startswith('.')]
         for name in files:
@@ -173,6 +173,42 @@ def test_setuphelper_tarball(builds):
     assert tar_member(data, 'PzemMeter/venus-pzem.ipk') == open(builds['v1']['ipk'], 'rb').read()
     assert tar_member(data, 'PzemMeter/setup').startswith(b'#!/bin/bash\n')
     assert re.match(rb'v3\.\d\d\n$', tar_member(data, 'PzemMeter/firstCompatibleVersion'))
+
+
+def test_license_and_maintainer_come_from_one_place_each(builds):
+    fields = control_fields(builds['v1']['ipk'])
+    with open(os.path.join(REPO, 'LICENSE')) as f:
+        license_text = f.read()
+    assert license_text.startswith(fields['License'] + ' License\n')
+    maintainer = [line for line in open(os.path.join(REPO, 'MAINTAINER'))
+                  if line.strip() and not line.startswith('#')][0].strip()
+    assert re.match(r'.+ <[^ @]+@[^ @]+>$', maintainer)
+    assert fields['Maintainer'] == maintainer
+    with open(builds['v1']['tarball'], 'rb') as f:
+        tarball = f.read()
+    readme = tar_member(tarball, 'PzemMeter/ReadMe').decode()
+    assert 'Maintainer: %s\n' % maintainer in readme and 'License: MIT' in readme
+    assert tar_member(tarball, 'PzemMeter/LICENSE').decode() == license_text
+    assert tar_member(ar_member(builds['v1']['ipk'], 'data.tar.gz'),
+                      './opt/pzem/LICENSE').decode() == license_text
+
+
+def test_the_maintainer_option_reaches_the_ipk_and_setuphelper(tmp_path):
+    who = 'Jane Doe <jane@example.org>'
+    done = sh('sh', os.path.join(REPO, 'tools', 'mkipk.sh'), '--maintainer', who, '--out',
+              str(tmp_path))
+    assert 'placeholder' not in done.stderr
+    assert control_fields(str(tmp_path / 'venus-pzem.ipk'))['Maintainer'] == who
+    with open(str(tmp_path / ('PzemMeter-%s.tar.gz' % VERSION)), 'rb') as f:
+        assert 'Maintainer: %s\n' % who in tar_member(f.read(), 'PzemMeter/ReadMe').decode()
+
+
+@pytest.mark.parametrize('who', ['Jane Doe', 'Jane <jane>', 'Jane & Co <jane@example.org>'])
+def test_a_maintainer_without_a_contact_is_refused(tmp_path, who):
+    done = sh('sh', os.path.join(REPO, 'tools', 'mkipk.sh'), '--maintainer', who, '--out',
+              str(tmp_path), check=False)
+    assert done.returncode == 1 and done.stderr.startswith('mkipk: ') and 'maintainer' in done.stderr
+    assert not os.listdir(str(tmp_path))
 
 
 def test_two_builds_are_byte_identical(builds):
@@ -477,7 +513,12 @@ def unpack_setuphelper_package(device, tarball, firmware='v3.60'):
 
 def test_setup_standalone_install_check_reinstall_uninstall(gx, builds):
     setup = unpack_setuphelper_package(gx, builds['v1']['tarball'])
-    gx.run(setup, 'install', 'auto')
+    said = gx.run(setup, 'install', 'auto').stdout
+    assert 'venus-pzem %s is installed' % VERSION in said
+    for step in ('pzemctl ttyUSB0 scan', '/data/conf/pzem.conf', 'pzemctl check-config',
+                 '/var/log/dbus-pzem.ttyUSB0/current'):
+        assert step in said, step
+    assert max(len(line) for line in said.splitlines()) <= 80
     assert gx.read('etc/venus/installedVersion-PzemMeter') == 'v%s\n' % VERSION
     assert gx.exists('opt/pzem/dbus-pzem') and gx.exists(TEMPLATE + '/run')
     assert rule_lines(gx) == RULE_WITH_SERIALBATTERY and gx.hook_lines() == [HOOK_LINE]
@@ -486,7 +527,8 @@ def test_setup_standalone_install_check_reinstall_uninstall(gx, builds):
     installed = gx.snapshot(skip=('run',))
     gx.run(setup, 'reinstall', 'auto')
     assert gx.snapshot(skip=('run',)) == installed
-    gx.run(setup, 'uninstall', 'runFromPm')
+    said = gx.run(setup, 'uninstall', 'runFromPm').stdout
+    assert 'venus-pzem is removed' in said
     assert not gx.exists('etc/venus/installedVersion-PzemMeter')
     assert gx.exists('data/setupOptions/PzemMeter/DO_NOT_AUTO_INSTALL')
     for gone in (TEMPLATE, RULE, 'data/pzem', 'opt/pzem', 'data/conf/pzem.conf', PZEMCTL):
@@ -549,3 +591,40 @@ def test_setup_under_setuphelper_uses_its_helpers(gx, builds, tmp_path):
             'stand-in helpers: INSTALL', 'stand-in helpers: endScript',
             'stand-in helpers: CHECK',
             'stand-in helpers: UNINSTALL', 'stand-in helpers: endScript']
+
+
+# -- tools/setup-env.sh ----------------------------------------------------------------------------
+
+def fake_path(tmp_path, tools, fakes=None):
+    """A PATH with only `tools` (linked from this machine) and `fakes` ({name: script body})."""
+    bindir = tmp_path / 'bin'
+    bindir.mkdir()
+    for tool in tools:
+        found = subprocess.run(['sh', '-c', 'command -v ' + tool], stdout=subprocess.PIPE,
+                               universal_newlines=True).stdout.strip()
+        os.symlink(found, str(bindir / tool))
+    for name, body in (fakes or {}).items():
+        (bindir / name).write_text('#!/bin/sh\n' + body)
+        (bindir / name).chmod(0o755)
+    return str(bindir)
+
+
+def test_setup_env_says_it_needs_debian(tmp_path):
+    path = fake_path(tmp_path, ('bash', 'dirname'))
+    done = sh(path + '/bash', os.path.join(REPO, 'tools', 'setup-env.sh'),
+              env=dict(os.environ, PATH=path), check=False)
+    assert done.returncode == 1
+    assert done.stderr.startswith('setup-env: this needs Debian or Ubuntu (apt-get)')
+    assert len(done.stderr.splitlines()) == 1
+
+
+def test_setup_env_uses_sudo_when_not_root(tmp_path):
+    calls = tmp_path / 'calls'
+    path = fake_path(tmp_path, ('bash', 'dirname', 'env'), {
+        'id': 'echo 1000\n',
+        'apt-get': 'echo "apt-get $*" >> "%s"\n' % calls,
+        'sudo': 'echo "sudo $*" >> "%s"\nexit 1\n' % calls})    # stops it before the venvs
+    done = sh(path + '/bash', os.path.join(REPO, 'tools', 'setup-env.sh'),
+              env=dict(os.environ, PATH=path), check=False)
+    assert done.returncode == 1
+    assert calls.read_text() == 'sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq\n'
