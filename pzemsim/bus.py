@@ -217,8 +217,10 @@ def check_link(link):
         target = os.readlink(link)
         if target.startswith('/dev/pts/'):
             if os.path.exists(target):
-                raise LinkTaken('%s is the port of a running simulator (it points at %s); stop '
-                                'that one first or choose another --link' % (link, target))
+                # a dead simulator's pty number may have been reused since: refuse all the same
+                raise LinkTaken('%s points at %s, which is in use (the port of a running '
+                                'simulator, or a pty reused since); stop that simulator, or '
+                                'remove the link if it is stale' % (link, target))
             return
         raise LinkTaken('%s is a link to %s, not one the simulator made; it is left alone: '
                         'choose another --link' % (link, target))

@@ -581,10 +581,12 @@ def test_setup_under_setuphelper_uses_its_helpers(gx, builds, tmp_path):
     gx.run(setup, 'install', 'runFromPm')
     assert gx.read('etc/venus/installedVersion-PzemMeter') == 'v%s\n' % VERSION
     assert gx.exists('opt/pzem/dbus-pzem') and rule_lines(gx) == RULE_WITH_SERIALBATTERY
+    assert os.readlink(gx.path(PZEMCTL)) == '/opt/pzem/pzemctl'
     assert not gx.exists('data/setupOptions')      # the standalone part did not run
     gx.run(setup, 'check', 'runFromPm')
     gx.run(setup, 'uninstall', 'runFromPm')
     assert not gx.exists('etc/venus/installedVersion-PzemMeter') and not gx.exists('opt/pzem')
+    assert not gx.exists(PZEMCTL)
     assert gx.read('data/rc.local') == USER_RC_LOCAL
     with open(str(tmp_path / 'helpers.log')) as f:
         assert f.read().splitlines() == [

@@ -575,7 +575,7 @@ def test_a_running_simulators_link_is_not_taken_over(sim_bus, raw_port):
     from pzemsim import LinkTaken, SimBus
     sim = sim_bus(AcMeter(1))
     target = os.readlink(sim.link)
-    with pytest.raises(LinkTaken, match='port of a running simulator'):
+    with pytest.raises(LinkTaken, match='the port of a running simulator'):
         SimBus(sim.link).start()
     result = run_pzemsim(sim.link)
     assert result.returncode == 1 and 'running simulator' in one_sentence(result.stderr)
