@@ -7,9 +7,9 @@
         ...  # open /tmp/pzem/ttyPZEM0 as a serial port
 """
 
-from .bus import SimBus
+from .bus import LinkTaken, SimBus
 from .crc import crc16, with_crc
 from .faults import KINDS as FAULTS
 from .meters import AcMeter, DcMeter
 
-__all__ = ['SimBus', 'AcMeter', 'DcMeter', 'FAULTS', 'crc16', 'with_crc']
+__all__ = ['SimBus', 'LinkTaken', 'AcMeter', 'DcMeter', 'FAULTS', 'crc16', 'with_crc']

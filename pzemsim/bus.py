@@ -23,6 +23,10 @@ from .meters import BROADCAST
 GENERAL_ADDRESS = 0xF8
 
 
+class LinkTaken(Exception):
+    """The link path is something the simulator did not make; the message is one sentence."""
+
+
 class SimBus:
     def __init__(self, link, wire_time=False, turnaround=0.08, baudrate=9600, stopbits=2,
                  quiet=0.02, echo=False):
@@ -37,6 +41,8 @@ class SimBus:
         self._due = []              # wire-time mode: heap of (send time, sequence, reply)
         self._sequence = 0
         self._master = self._slave = None
+        self._target = None         # the pty the link points at while serving
+        self._made_folders = []     # folders start() created for the link, deepest first
         self._wake = None
         self._thread = None
         self._stopping = False
@@ -72,16 +78,29 @@ class SimBus:
         return total
 
     def start(self):
-        self._master, self._slave = pty.openpty()
+        """Open the pty and make the link. Refuses (LinkTaken) a path that is something else:
+        a file, a folder, a link to another port or another running simulator's link."""
+        check_link(self.link)
+        self._made_folders = make_folders(os.path.dirname(os.path.abspath(self.link)))
+        try:
+            self._master, self._slave = pty.openpty()
+        except OSError:
+            self._close()
+            raise
         tty.setraw(self._slave)     # no echo or line editing even before the driver opens it
         flags = fcntl.fcntl(self._master, fcntl.F_GETFL)
         fcntl.fcntl(self._master, fcntl.F_SETFL, flags | os.O_NONBLOCK)
-        folder = os.path.dirname(os.path.abspath(self.link))
-        if not os.path.isdir(folder):
-            os.makedirs(folder)
-        if os.path.lexists(self.link):
-            os.unlink(self.link)
-        os.symlink(os.ttyname(self._slave), self.link)
+        self._target = os.ttyname(self._slave)
+        try:
+            if os.path.islink(self.link):
+                os.unlink(self.link)        # stale: check_link let it through
+            os.symlink(self._target, self.link)
+        except OSError as error:
+            self._close()
+            if error.errno == errno.EEXIST:
+                raise LinkTaken('%s appeared while the simulator started; remove it or choose '
+                                'another --link' % self.link)
+            raise
         self._wake = os.pipe()
         self._stopping = False
         self._thread = threading.Thread(target=self._serve, name='pzemsim', daemon=True)
@@ -89,18 +108,32 @@ class SimBus:
         return self
 
     def stop(self):
-        """Stop serving and let the port vanish, as when a USB adapter is unplugged."""
+        """Stop serving and let the port vanish, as when a USB adapter is unplugged. Removes only
+        what start() made: the link (if it still points at this pty) and folders left empty."""
         if self._thread is None:
             return
         self._stopping = True
         os.write(self._wake[1], b'x')
         self._thread.join()
         self._thread = None
-        for fd in (self._master, self._slave) + self._wake:
+        for fd in self._wake:
             os.close(fd)
-        self._master = self._slave = self._wake = None
-        if os.path.islink(self.link):
+        self._wake = None
+        if os.path.islink(self.link) and os.readlink(self.link) == self._target:
             os.unlink(self.link)
+        self._close()
+
+    def _close(self):
+        for fd in (self._master, self._slave):
+            if fd is not None:
+                os.close(fd)
+        self._master = self._slave = self._target = None
+        for folder in self._made_folders:
+            try:
+                os.rmdir(folder)
+            except OSError:
+                break               # not empty: someone else put something there
+        self._made_folders = []
 
     def __enter__(self):
         return self.start()
@@ -173,6 +206,46 @@ class SimBus:
         except OSError:             # the slave's input queue is full: the bytes are lost
             self._counts['lost'] += 1
             return False
+
+
+def check_link(link):
+    """Raise LinkTaken unless `link` is free or a stale simulator link: a symlink to a pty
+    (/dev/pts/N) that is gone because the simulator that made it died."""
+    if not os.path.lexists(link):
+        return
+    if os.path.islink(link):
+        target = os.readlink(link)
+        if target.startswith('/dev/pts/'):
+            if os.path.exists(target):
+                # a dead simulator's pty number may have been reused since: refuse all the same
+                raise LinkTaken('%s points at %s, which is in use (the port of a running '
+                                'simulator, or a pty reused since); stop that simulator, or '
+                                'remove the link if it is stale' % (link, target))
+            return
+        raise LinkTaken('%s is a link to %s, not one the simulator made; it is left alone: '
+                        'choose another --link' % (link, target))
+    what = 'a folder' if os.path.isdir(link) else 'a file'
+    raise LinkTaken('%s is %s the simulator did not make; it is left alone: choose another '
+                    '--link' % (link, what))
+
+
+def make_folders(folder):
+    """Create `folder` and its missing parents; returns the ones created, deepest first."""
+    missing = []
+    while folder and not os.path.isdir(folder):
+        missing.append(folder)
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    made = []
+    for path in reversed(missing):
+        try:
+            os.mkdir(path)
+            made.insert(0, path)
+        except FileExistsError:
+            pass                    # made meanwhile by someone else: theirs
+    return made
 
 
 def collide(replies):

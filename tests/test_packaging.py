@@ -5,6 +5,7 @@ import io
 import os
 import re
 import subprocess
+import sys
 import tarfile
 
 import pytest
@@ -22,6 +23,7 @@ TEMPLATE = 'opt/victronenergy/service-templates/dbus-pzem'
 RULE = 'data/conf/serial-starter.d/zz-pzem.conf'
 PINS = 'data/conf/pzem-udev.rules'
 PINS_RULES = 'etc/udev/rules.d/zz-pzem.rules'
+PZEMCTL = 'usr/bin/pzemctl'
 HOOK_LINE = ('[ -x /data/pzem/install/pzem-install.sh ] && /data/pzem/install/pzem-install.sh boot'
              ' || true ' + HOOK_MARK)
 
@@ -121,22 +123,27 @@ def test_control_archive_has_executable_scripts_and_the_conffile(builds):
 def test_data_archive_is_the_package_folder_owned_by_root(builds):
     rows = [line.split(None, 5) for line in
             sh('dpkg-deb', '--contents', builds['v1']['ipk']).stdout.splitlines()]
-    entries = {row[5]: (row[0], row[1]) for row in rows}
+    entries = {row[5].split(' -> ')[0]: (row[0], row[1]) for row in rows}
+    links = {name: target for name, _, target in
+             (row[5].partition(' -> ') for row in rows if row[0].startswith('l'))}
+    assert links == {'./usr/bin/pzemctl': '/opt/pzem/pzemctl'}     # opkg owns the command
     assert all(owner == '0/0' for _, owner in entries.values())
-    assert all(mode in ('drwxr-xr-x', '-rwxr-xr-x', '-rw-r--r--') for mode, _ in entries.values())
+    assert all(mode in ('drwxr-xr-x', '-rwxr-xr-x', '-rw-r--r--') for name, (mode, _) in
+               entries.items() if name not in links)
     for path in ('./opt/pzem/install/pzem-install.sh', './opt/pzem/service-template/run',
                  './opt/pzem/service-template/log/run'):
         assert entries[path][0] == '-rwxr-xr-x', path
     assert entries['./data/conf/pzem.conf'][0] == '-rw-r--r--'
     # every file of package/ but CONTROL, nothing a working tree collects, plus the inner ipk
-    expected = {'./opt/pzem/venus-pzem.ipk'}
+    expected = {'./opt/pzem/venus-pzem.ipk', './opt/pzem/LICENSE'}
     for top, dirs, files in os.walk(os.path.join(REPO, 'package')):
         dirs[:] = [d for d in dirs if d not in ('CONTROL', '__pycache__') and not d.startswith('.')]
         for name in files:
             if not name.startswith('.') and not name.endswith(('.pyc', '.pyo', '~')):
                 rel = os.path.relpath(os.path.join(top, name), os.path.join(REPO, 'package'))
                 expected.add('./' + rel)
-                if os.access(os.path.join(top, name), os.X_OK):
+                if os.access(os.path.join(top, name), os.X_OK) and \
+                        not os.path.islink(os.path.join(top, name)):
                     assert entries['./' + rel][0] == '-rwxr-xr-x', rel
     assert {p for p, (mode, _) in entries.items() if not mode.startswith('d')} == expected
     assert tar_member(ar_member(builds['v1']['ipk'], 'data.tar.gz'),
@@ -166,6 +173,42 @@ def test_setuphelper_tarball(builds):
     assert tar_member(data, 'PzemMeter/venus-pzem.ipk') == open(builds['v1']['ipk'], 'rb').read()
     assert tar_member(data, 'PzemMeter/setup').startswith(b'#!/bin/bash\n')
     assert re.match(rb'v3\.\d\d\n$', tar_member(data, 'PzemMeter/firstCompatibleVersion'))
+
+
+def test_license_and_maintainer_come_from_one_place_each(builds):
+    fields = control_fields(builds['v1']['ipk'])
+    with open(os.path.join(REPO, 'LICENSE')) as f:
+        license_text = f.read()
+    assert license_text.startswith(fields['License'] + ' License\n')
+    maintainer = [line for line in open(os.path.join(REPO, 'MAINTAINER'))
+                  if line.strip() and not line.startswith('#')][0].strip()
+    assert re.match(r'.+ <[^ @]+@[^ @]+>$', maintainer)
+    assert fields['Maintainer'] == maintainer
+    with open(builds['v1']['tarball'], 'rb') as f:
+        tarball = f.read()
+    readme = tar_member(tarball, 'PzemMeter/ReadMe').decode()
+    assert 'Maintainer: %s\n' % maintainer in readme and 'License: MIT' in readme
+    assert tar_member(tarball, 'PzemMeter/LICENSE').decode() == license_text
+    assert tar_member(ar_member(builds['v1']['ipk'], 'data.tar.gz'),
+                      './opt/pzem/LICENSE').decode() == license_text
+
+
+def test_the_maintainer_option_reaches_the_ipk_and_setuphelper(tmp_path):
+    who = 'Jane Doe <jane@example.org>'
+    done = sh('sh', os.path.join(REPO, 'tools', 'mkipk.sh'), '--maintainer', who, '--out',
+              str(tmp_path))
+    assert 'placeholder' not in done.stderr
+    assert control_fields(str(tmp_path / 'venus-pzem.ipk'))['Maintainer'] == who
+    with open(str(tmp_path / ('PzemMeter-%s.tar.gz' % VERSION)), 'rb') as f:
+        assert 'Maintainer: %s\n' % who in tar_member(f.read(), 'PzemMeter/ReadMe').decode()
+
+
+@pytest.mark.parametrize('who', ['Jane Doe', 'Jane <jane>', 'Jane & Co <jane@example.org>'])
+def test_a_maintainer_without_a_contact_is_refused(tmp_path, who):
+    done = sh('sh', os.path.join(REPO, 'tools', 'mkipk.sh'), '--maintainer', who, '--out',
+              str(tmp_path), check=False)
+    assert done.returncode == 1 and done.stderr.startswith('mkipk: ') and 'maintainer' in done.stderr
+    assert not os.listdir(str(tmp_path))
 
 
 def test_two_builds_are_byte_identical(builds):
@@ -279,6 +322,17 @@ def test_fresh_install(gx, builds):
     assert gx.tool_calls() == []
 
 
+def test_pzemctl_is_a_command_on_the_path(gx, builds, tmp_path):
+    FakeOpkg(gx).install(builds['v1']['ipk'])
+    assert os.readlink(gx.path(PZEMCTL)) == '/opt/pzem/pzemctl'
+    assert gx.mode('opt/pzem/pzemctl') == 0o755
+    # run the way the link runs it: the script finds its package through the link
+    link = tmp_path / 'pzemctl'
+    os.symlink(gx.path('opt/pzem/pzemctl'), str(link))
+    done = sh(sys.executable, str(link), '--help')
+    assert done.stdout.startswith('usage: pzemctl')
+
+
 def test_configure_twice_changes_nothing(gx, builds):
     FakeOpkg(gx).install(builds['v1']['ipk'])
     before = gx.snapshot()
@@ -322,7 +376,8 @@ def test_upgrade_keeps_the_changed_map_pins_hook_and_rule(gx, builds):
 
     def still_there(call):     # nothing of ours may go away in the middle of an upgrade
         missing[call] = [p for p in (TEMPLATE + '/run', RULE, PINS_RULES, 'data/pzem/venus-pzem.ipk',
-                                     'data/pzem/install/pzem-install.sh', 'data/conf/pzem.conf')
+                                     'data/pzem/install/pzem-install.sh', 'data/conf/pzem.conf',
+                                     PZEMCTL)
                          if not gx.exists(p)] + ([] if gx.hook_lines() else ['hook'])
 
     opkg.after_script = still_there
@@ -331,6 +386,7 @@ def test_upgrade_keeps_the_changed_map_pins_hook_and_rule(gx, builds):
                           ('postrm', 'upgrade', NEWER), ('postinst', 'configure')]
     assert missing == {call: [] for call in opkg.calls}
     assert gx.read('opt/pzem/VERSION') == NEWER + '\n'
+    assert os.readlink(gx.path(PZEMCTL)) == '/opt/pzem/pzemctl'
     assert gx.read('data/conf/pzem.conf') == user_map
     with open(EXAMPLE_MAP) as f:
         assert gx.read('data/conf/pzem.conf-opkg') == f.read()
@@ -352,7 +408,8 @@ def test_remove_takes_out_what_it_added_and_keeps_the_users_work(gx, builds):
     opkg.calls = []
     opkg.remove()
     assert opkg.calls == [('prerm', 'remove'), ('postrm', 'remove')]
-    for gone in (TEMPLATE, RULE, PINS_RULES, 'data/pzem', 'opt/pzem', 'data/conf/pzem.conf-opkg'):
+    for gone in (TEMPLATE, RULE, PINS_RULES, 'data/pzem', 'opt/pzem', 'data/conf/pzem.conf-opkg',
+                 PZEMCTL):
         assert not gx.exists(gone), gone
     assert gx.read('data/rc.local') == USER_RC_LOCAL
     assert gx.read('data/conf/serial-starter.d/dbus-serialbattery.conf') == SERIALBATTERY_CONF
@@ -400,6 +457,7 @@ def test_firmware_update_brings_everything_back_twice_without_duplicates(gx, bui
         assert gx.read(PINS_RULES) == USER_PINS
         assert gx.read('data/rc.local').count(HOOK_MARK) == 1
         assert rule_lines(gx) == RULE_WITH_SERIALBATTERY
+        assert os.readlink(gx.path(PZEMCTL)) == '/opt/pzem/pzemctl'
     assert gx.exists('opt/pzem/dbus-pzem') and gx.exists(TEMPLATE + '/run')
     settled = gx.snapshot(skip=('data/log',))
     gx.run_boot_hook()
@@ -415,7 +473,7 @@ def test_after_a_restore_the_installer_removes_it_without_opkg(gx, builds):
     gx.firmware_update()
     gx.run_boot_hook()
     gx.run('sh', gx.path('data/pzem/install/pzem-install.sh'), 'uninstall-ipk')
-    for gone in (TEMPLATE, RULE, PINS_RULES, 'data/pzem', 'opt/pzem'):
+    for gone in (TEMPLATE, RULE, PINS_RULES, 'data/pzem', 'opt/pzem', PZEMCTL, 'usr/bin'):
         assert not gx.exists(gone), gone
     assert gx.read('data/rc.local') == USER_RC_LOCAL
     assert gx.read('data/conf/pzem.conf') == user_map and gx.read(PINS) == USER_PINS
@@ -457,7 +515,12 @@ def unpack_setuphelper_package(device, tarball, firmware='v3.60'):
 
 def test_setup_standalone_install_check_reinstall_uninstall(gx, builds):
     setup = unpack_setuphelper_package(gx, builds['v1']['tarball'])
-    gx.run(setup, 'install', 'auto')
+    said = gx.run(setup, 'install', 'auto').stdout
+    assert 'venus-pzem %s is installed' % VERSION in said
+    for step in ('pzemctl ttyUSB0 scan', '/data/conf/pzem.conf', 'pzemctl check-config',
+                 '/var/log/dbus-pzem.ttyUSB0/current'):
+        assert step in said, step
+    assert max(len(line) for line in said.splitlines()) <= 80
     assert gx.read('etc/venus/installedVersion-PzemMeter') == 'v%s\n' % VERSION
     assert gx.exists('opt/pzem/dbus-pzem') and gx.exists(TEMPLATE + '/run')
     assert rule_lines(gx) == RULE_WITH_SERIALBATTERY and gx.hook_lines() == [HOOK_LINE]
@@ -466,10 +529,11 @@ def test_setup_standalone_install_check_reinstall_uninstall(gx, builds):
     installed = gx.snapshot(skip=('run',))
     gx.run(setup, 'reinstall', 'auto')
     assert gx.snapshot(skip=('run',)) == installed
-    gx.run(setup, 'uninstall', 'runFromPm')
+    said = gx.run(setup, 'uninstall', 'runFromPm').stdout
+    assert 'venus-pzem is removed' in said
     assert not gx.exists('etc/venus/installedVersion-PzemMeter')
     assert gx.exists('data/setupOptions/PzemMeter/DO_NOT_AUTO_INSTALL')
-    for gone in (TEMPLATE, RULE, 'data/pzem', 'opt/pzem', 'data/conf/pzem.conf'):
+    for gone in (TEMPLATE, RULE, 'data/pzem', 'opt/pzem', 'data/conf/pzem.conf', PZEMCTL):
         assert not gx.exists(gone), gone
     assert gx.read('data/rc.local') == USER_RC_LOCAL
     assert gx.exists('data/PzemMeter/setup')       # PackageManager's copy is its own business
@@ -519,13 +583,52 @@ def test_setup_under_setuphelper_uses_its_helpers(gx, builds, tmp_path):
     gx.run(setup, 'install', 'runFromPm')
     assert gx.read('etc/venus/installedVersion-PzemMeter') == 'v%s\n' % VERSION
     assert gx.exists('opt/pzem/dbus-pzem') and rule_lines(gx) == RULE_WITH_SERIALBATTERY
+    assert os.readlink(gx.path(PZEMCTL)) == '/opt/pzem/pzemctl'
     assert not gx.exists('data/setupOptions')      # the standalone part did not run
     gx.run(setup, 'check', 'runFromPm')
     gx.run(setup, 'uninstall', 'runFromPm')
     assert not gx.exists('etc/venus/installedVersion-PzemMeter') and not gx.exists('opt/pzem')
+    assert not gx.exists(PZEMCTL)
     assert gx.read('data/rc.local') == USER_RC_LOCAL
     with open(str(tmp_path / 'helpers.log')) as f:
         assert f.read().splitlines() == [
             'stand-in helpers: INSTALL', 'stand-in helpers: endScript',
             'stand-in helpers: CHECK',
             'stand-in helpers: UNINSTALL', 'stand-in helpers: endScript']
+
+
+# -- tools/setup-env.sh ----------------------------------------------------------------------------
+
+def fake_path(tmp_path, tools, fakes=None):
+    """A PATH with only `tools` (linked from this machine) and `fakes` ({name: script body})."""
+    bindir = tmp_path / 'bin'
+    bindir.mkdir()
+    for tool in tools:
+        found = subprocess.run(['sh', '-c', 'command -v ' + tool], stdout=subprocess.PIPE,
+                               universal_newlines=True).stdout.strip()
+        os.symlink(found, str(bindir / tool))
+    for name, body in (fakes or {}).items():
+        (bindir / name).write_text('#!/bin/sh\n' + body)
+        (bindir / name).chmod(0o755)
+    return str(bindir)
+
+
+def test_setup_env_says_it_needs_debian(tmp_path):
+    path = fake_path(tmp_path, ('bash', 'dirname'))
+    done = sh(path + '/bash', os.path.join(REPO, 'tools', 'setup-env.sh'),
+              env=dict(os.environ, PATH=path), check=False)
+    assert done.returncode == 1
+    assert done.stderr.startswith('setup-env: this needs Debian or Ubuntu (apt-get)')
+    assert len(done.stderr.splitlines()) == 1
+
+
+def test_setup_env_uses_sudo_when_not_root(tmp_path):
+    calls = tmp_path / 'calls'
+    path = fake_path(tmp_path, ('bash', 'dirname', 'env'), {
+        'id': 'echo 1000\n',
+        'apt-get': 'echo "apt-get $*" >> "%s"\n' % calls,
+        'sudo': 'echo "sudo $*" >> "%s"\nexit 1\n' % calls})    # stops it before the venvs
+    done = sh(path + '/bash', os.path.join(REPO, 'tools', 'setup-env.sh'),
+              env=dict(os.environ, PATH=path), check=False)
+    assert done.returncode == 1
+    assert calls.read_text() == 'sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq\n'

@@ -525,3 +525,98 @@ def test_command_line_refuses_bad_meters(tmp_path):
                              '--meter', '300:ac'], cwd=os.path.dirname(os.path.dirname(
                                  os.path.abspath(__file__))), capture_output=True)
     assert result.returncode == 2 and b'ADDRESS:ac' in result.stderr
+
+
+# -- the link: only what the simulator made is replaced or removed --------------------------
+
+def run_pzemsim(link, *extra):
+    return subprocess.run([sys.executable, '-m', 'pzemsim', '--link', link, '--meter', '1:ac']
+                          + list(extra), cwd=os.path.dirname(os.path.dirname(
+                              os.path.abspath(__file__))), capture_output=True, timeout=30,
+                          universal_newlines=True)
+
+
+def one_sentence(stderr):
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('pzemsim: ') and 'Traceback' not in stderr, \
+        stderr
+    return lines[0]
+
+
+def test_a_users_file_is_refused_and_kept(tmp_path):
+    from pzemsim import LinkTaken, SimBus
+    path = tmp_path / 'notes.txt'
+    path.write_text('my notes\n')
+    with pytest.raises(LinkTaken, match='notes.txt is a file the simulator did not make'):
+        SimBus(str(path)).start()
+    result = run_pzemsim(str(path))
+    assert result.returncode == 1
+    assert 'is a file the simulator did not make' in one_sentence(result.stderr)
+    assert path.read_text() == 'my notes\n'
+
+
+def test_a_folder_and_a_foreign_link_are_refused(tmp_path):
+    from pzemsim import LinkTaken, SimBus
+    folder = tmp_path / 'ttyUSB0'
+    folder.mkdir()
+    (folder / 'keep').write_text('x')
+    with pytest.raises(LinkTaken, match='is a folder'):
+        SimBus(str(folder)).start()
+    assert (folder / 'keep').read_text() == 'x'
+    link = tmp_path / 'ttyOther'
+    os.symlink('/dev/null', str(link))
+    result = run_pzemsim(str(link))
+    assert result.returncode == 1
+    assert 'is a link to /dev/null' in one_sentence(result.stderr)
+    assert os.readlink(str(link)) == '/dev/null'
+
+
+def test_a_running_simulators_link_is_not_taken_over(sim_bus, raw_port):
+    from pzemsim import LinkTaken, SimBus
+    sim = sim_bus(AcMeter(1))
+    target = os.readlink(sim.link)
+    with pytest.raises(LinkTaken, match='the port of a running simulator'):
+        SimBus(sim.link).start()
+    result = run_pzemsim(sim.link)
+    assert result.returncode == 1 and 'running simulator' in one_sentence(result.stderr)
+    assert os.readlink(sim.link) == target
+    assert crc_ok(exchange(raw_port(sim), READ_AC, 25))
+
+
+def test_a_stale_link_of_a_dead_simulator_is_replaced(tmp_path, raw_port):
+    from pzemsim import SimBus
+    link = str(tmp_path / 'ttyPZEM0')
+    os.symlink('/dev/pts/999999', link)     # what a killed simulator leaves: its pty is gone
+    with SimBus(link) as sim:
+        sim.add(AcMeter(1))
+        assert os.readlink(link) == sim.device
+        assert crc_ok(exchange(raw_port(sim), READ_AC, 25))
+    assert not os.path.lexists(link)
+
+
+def test_stop_removes_only_the_folders_it_made_and_left_empty(tmp_path):
+    from pzemsim import SimBus
+    (tmp_path / 'a').mkdir()
+    with SimBus(str(tmp_path / 'a' / 'b' / 'c' / 'ttyX')):
+        pass
+    assert os.listdir(str(tmp_path / 'a')) == []            # b and c went, a was there before
+    with SimBus(str(tmp_path / 'a' / 'b' / 'c' / 'ttyX')):
+        (tmp_path / 'a' / 'b' / 'mine').write_text('x')
+    assert os.listdir(str(tmp_path / 'a' / 'b')) == ['mine']
+
+
+def test_stop_leaves_what_replaced_its_link(tmp_path):
+    from pzemsim import SimBus
+    link = tmp_path / 'ttyX'
+    with SimBus(str(link)):
+        os.unlink(str(link))
+        link.write_text('the user put this here')
+    assert link.read_text() == 'the user put this here'
+
+
+def test_bad_numbers_get_one_sentence(tmp_path):
+    for option in (['--turnaround', 'nan'], ['--turnaround', '-1'], ['--baudrate', '0']):
+        result = run_pzemsim(str(tmp_path / 't'), *option)
+        assert result.returncode == 2 and 'Traceback' not in result.stderr, option
+        assert 'expected' in result.stderr.strip().splitlines()[-1], option
+    assert not os.path.lexists(str(tmp_path / 't'))

@@ -1,9 +1,10 @@
 #!/bin/sh
 # Builds build/venus-pzem_<version>_all.ipk (+ copy venus-pzem.ipk) and build/PzemMeter-<version>.tar.gz, reproducibly.
 #
-#   tools/mkipk.sh [--version VERSION] [--out DIR]
+#   tools/mkipk.sh [--version VERSION] [--maintainer 'NAME <CONTACT>'] [--out DIR]
 #
-# The version comes from package/opt/pzem/VERSION (--version overrides it, for tests). File times
+# The version comes from package/opt/pzem/VERSION, the maintainer from MAINTAINER (the options
+# override them, for tests); both go into the control file and PzemMeter/ReadMe. File times
 # are SOURCE_DATE_EPOCH, else the last commit's time, so two builds of one commit are identical.
 # The ipk carries a copy of itself without that copy (/opt/pzem/venus-pzem.ipk): the installer keeps
 # it in /data to put the add-on back after a firmware update.
@@ -15,9 +16,11 @@ usage() { sed -n '4p' "$0" | sed 's/^# *//' >&2; exit 2; }
 top=$(cd "$(dirname "$0")/.." && pwd)
 out="$top/build"
 version=""
+maintainer=""
 while [ $# -gt 0 ]; do
     case "$1" in
     --version) [ $# -ge 2 ] || usage; version="$2"; shift 2 ;;
+    --maintainer) [ $# -ge 2 ] || usage; maintainer="$2"; shift 2 ;;
     --out) [ $# -ge 2 ] || usage; out="$2"; shift 2 ;;
     *) usage ;;
     esac
@@ -40,6 +43,21 @@ esac
 case "$version" in
 *[!A-Za-z0-9.+~-]*) die "version '$version' may hold only letters, digits and . + ~ -" ;;
 esac
+
+if [ -z "$maintainer" ]; then maintainer=$(grep -v -e '^#' -e '^[[:space:]]*$' "$top/MAINTAINER" | head -n 1); fi
+case "$maintainer" in
+*'<'*@*'>'|*'<http'*'>') ;;
+*) die "maintainer '$maintainer' needs a contact: 'Name <e-mail>' or 'Name <https://...>' (set it in MAINTAINER)" ;;
+esac
+case "$maintainer" in
+*[\\\|\&]*) die "maintainer '$maintainer' may not hold \\, | or &" ;;
+esac
+case "$maintainer" in
+*.example'>') echo "mkipk: warning: the maintainer's contact in MAINTAINER is a placeholder: set the real one before a release" >&2 ;;
+esac
+[ -f "$top/LICENSE" ] || die "LICENSE is missing"
+license=$(sed -n 's/^License: *//p' "$top/package/CONTROL/control")
+head -n 1 "$top/LICENSE" | grep -q "^$license License" || die "LICENSE is not the $license license that package/CONTROL/control names"
 
 epoch="${SOURCE_DATE_EPOCH:-}"
 if [ -z "$epoch" ]; then epoch=$(git -C "$top" log -1 --format=%ct 2>/dev/null || true); fi
@@ -79,9 +97,10 @@ build_ipk() {
 data="$work/data"
 copy_clean "$top/package" "$data"
 printf '%s\n' "$version" > "$data/opt/pzem/VERSION"
+cp "$top/LICENSE" "$data/opt/pzem/LICENSE"
 
 mkdir "$work/control"
-sed "s/@VERSION@/$version/" "$top/package/CONTROL/control" > "$work/control/control"
+sed -e "s/@VERSION@/$version/" -e "s|@MAINTAINER@|$maintainer|" "$top/package/CONTROL/control" > "$work/control/control"
 cp "$top/package/CONTROL/conffiles" "$work/control/conffiles"
 for script in preinst postinst prerm postrm; do
     [ -x "$top/package/CONTROL/$script" ] || die "package/CONTROL/$script must be executable: opkg runs it directly"
@@ -99,6 +118,13 @@ setup="$work/pm/PzemMeter"
 copy_clean "$top/setuphelper/PzemMeter" "$setup"
 [ -x "$setup/setup" ] || die "setuphelper/PzemMeter/setup must be executable: PackageManager refuses it otherwise"
 printf 'v%s\n' "$version" > "$setup/version"
+cp "$top/LICENSE" "$setup/LICENSE"
+{
+    printf 'PzemMeter %s: venus-pzem, Peacefair PZEM-016/017 energy meters as Victron meters on Venus OS.\n' "v$version"
+    printf 'Maintainer: %s\n' "$maintainer"
+    printf 'License: %s (see LICENSE)\n' "$license"
+    printf 'Install: ./setup install; remove: ./setup uninstall.\n'
+} > "$setup/ReadMe"
 cp "$work/venus-pzem.ipk" "$setup/venus-pzem.ipk"
 copy_clean "$top/package/opt/pzem/install" "$setup/install"
 mkdir -p "$out"

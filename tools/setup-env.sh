@@ -12,10 +12,22 @@ for pc in dbus-1 glib-2.0 gobject-introspection-1.0 cairo; do
     pkg-config --exists "$pc" 2>/dev/null || need_apt=yes
 done
 if [ -n "$need_apt" ]; then
-    echo "setup-env: installing Debian packages (dbus, socat, build headers)"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq dbus socat pkg-config gcc binutils dpkg libdbus-1-dev libglib2.0-dev \
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "setup-env: this needs Debian or Ubuntu (apt-get) to install dbus, socat and the build" \
+            "headers; elsewhere install those and python3-venv yourself and run it again" >&2
+        exit 1
+    fi
+    as_root=(env DEBIAN_FRONTEND=noninteractive)
+    if [ "$(id -u)" != 0 ]; then
+        if ! command -v sudo >/dev/null 2>&1; then
+            echo "setup-env: installing Debian packages needs root: run it as root, or install sudo" >&2
+            exit 1
+        fi
+        as_root=(sudo "${as_root[@]}")
+    fi
+    echo "setup-env: installing Debian packages (dbus, socat, build headers) as: ${as_root[*]} apt-get"
+    "${as_root[@]}" apt-get update -qq
+    "${as_root[@]}" apt-get install -y -qq dbus socat pkg-config gcc binutils dpkg libdbus-1-dev libglib2.0-dev \
         libgirepository1.0-dev libcairo2-dev python3-venv python3-dev >/dev/null
 fi
 

@@ -37,6 +37,19 @@ keep_for_restore() {
     fi
 }
 
+# What is installed now and what the user does next (opkg and setup show this).
+say_next_steps() {
+    cat <<EOF
+venus-pzem $(cat "$R/opt/pzem/VERSION" 2>/dev/null) is installed: the driver /opt/pzem/dbus-pzem,
+the command pzemctl and a serial-starter rule for dbus-pzem on USB serial ports.
+Next steps:
+  1. find the meters on an adapter:  pzemctl ttyUSB0 scan
+  2. give each meter its role in the meter map /data/conf/pzem.conf
+  3. check the map:                  pzemctl check-config
+  4. the driver's log, per port:     tail -F /var/log/dbus-pzem.ttyUSB0/current
+EOF
+}
+
 configure() {
     remount_rw
     restore_kept_map
@@ -51,6 +64,7 @@ configure() {
     if update_rule; then restart=yes; fi
     if [ "$restart" = yes ]; then restart_serial_starter; fi
     for_each_driver -t
+    say_next_steps
 }
 
 remove_addon() {
@@ -63,6 +77,8 @@ remove_addon() {
     rm -rf "$KEEP_DIR"
     # opkg leaves the new example beside a map the user changed; the user's map stays.
     rm -f "$MAP-opkg" "$R/data/log/pzem-install.log"
+    printf '%s\n' "venus-pzem is removed. Kept for a later install, if there: your meter map" \
+        "/data/conf/pzem.conf and adapter pins /data/conf/pzem-udev.rules."
 }
 
 present() { [ -e "$R/opt/pzem/dbus-pzem" ] && [ -e "$TEMPLATE_DIR/run" ]; }
