@@ -12,7 +12,7 @@ import time
 
 from . import modbus, models
 from .discovery import Discovery
-from .meter import Meter, meter_log, short_reason
+from .meter import Meter, meter_log
 
 GARBLED_RETRIES = 3         # a garbled reply means something is there: ask again at once
 BACKOFF_SECONDS = (2.0, 4.0, 8.0, 15.0, 30.0, 60.0)    # a silent mapped meter, asked again
