@@ -47,7 +47,8 @@ class Context(object):
 
 class Publisher(object):
     def __init__(self, spec, phases, context, log):
-        """phases: [(phase name, Meter)], one for a single meter ('L1'), two or three for a group."""
+        """phases: [(phase name, Meter)]: one for a single meter ('L1'), two or three for a
+        group."""
         self.spec = spec
         self.phases = phases
         self.model = phases[0][1].model
@@ -253,7 +254,7 @@ class Publisher(object):
     def _energies(self):
         return {phase: meter.energy for phase, meter in self.phases if meter.energy is not None}
 
-    # -- changes from the GUI and from the map ------------------------------------------------------
+    # -- changes from the GUI and from the map -------------------------------------------------
 
     def _write_map(self, changes):
         sections = self.spec.sections or ('%s:%d' % (self.port, self.spec.address),)

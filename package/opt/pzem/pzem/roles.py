@@ -32,7 +32,8 @@ DEFAULT_MONITOR_MODE = {'dcsource': -1, 'dcload': 1}
 
 
 def is_generic_meter(role):
-    """/IsGenericEnergyMeter = 1, as Victron's energy meters publish it for every AC role but grid."""
+    """/IsGenericEnergyMeter = 1, as Victron's energy meters publish it for every AC role but
+    grid."""
     return role in AC_ROLES and role != 'grid'
 
 

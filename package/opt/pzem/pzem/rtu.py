@@ -105,7 +105,8 @@ def check_reply(request, reply, count=None, port='the bus', timeout=None):
     frame = reply[:size]
     if len(frame) < size or crc16(frame):
         raise BadFrame(_spoilt(reply, size, asked, function, count, where))
-    if frame[0] != asked and not (asked == GENERAL_ADDRESS and MIN_ADDRESS <= frame[0] <= MAX_ADDRESS):
+    if frame[0] != asked and not (asked == GENERAL_ADDRESS and
+                                  MIN_ADDRESS <= frame[0] <= MAX_ADDRESS):
         raise BadFrame('%s was asked but address %d answered: probably a late reply to an '
                        'earlier request; a longer timeout may help.' % (where, frame[0]))
     if exception:
