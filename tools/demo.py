@@ -48,6 +48,7 @@ DEMO_MAP = """\
 # The demo's meter map: the same syntax as /data/conf/pzem.conf on a GX.
 [1]
 role = grid
+sign = vebus
 name = MultiPlus AC in
 [2]
 role = acload
@@ -68,6 +69,9 @@ phase = L2
 group = house
 phase = L3
 """
+
+VEBUS = 'com.victronenergy.vebus.demo'     # a MultiPlus stand-in (tests/fake_vebus.py)
+MULTI_EVERY = 30.0      # the stand-in Multi takes from the grid, then feeds back, in turn
 
 # (address, fault, requests, what it looks like): one after the other, round and round
 FAULTS = [
@@ -146,6 +150,9 @@ def run(args, folder, log_path):
             started.append(subprocess.Popen(
                 [sys.executable, os.path.join(ROOT, 'tests', 'fake_localsettings.py')], env=env,
                 start_new_session=True))    # Ctrl-C is the demo's to handle: it stops them
+            started.append(subprocess.Popen(
+                [sys.executable, os.path.join(ROOT, 'tests', 'fake_vebus.py'), 'demo', '276',
+                 '--power', '800'], env=env, start_new_session=True))
             sim.start()
             variation.start()
             with open(log_path, 'w') as log:
@@ -174,6 +181,8 @@ class Screen:
         self.next_fault = 0
         self.start = time.monotonic()
         self.fault_due = self.start + args.fault_every / 2 if args.fault_every else None
+        self.multi_due = self.start + MULTI_EVERY / 2
+        self.multi_feeds_back = False
         self.live = sys.stdout.isatty()
         self.keys = sys.stdin.isatty() and self.live
 
@@ -191,6 +200,9 @@ class Screen:
                 if self.fault_due is not None and now >= self.fault_due:
                     self.fault()
                     self.fault_due = now + self.args.fault_every
+                if now >= self.multi_due:
+                    self.multi()
+                    self.multi_due = now + MULTI_EVERY
                 self.draw(venus_view.render(venus_view.read_meters(self.bus)))
                 if end and now >= end:
                     return 0
@@ -210,6 +222,21 @@ class Screen:
         self.next_fault += 1
         self.sim.meter(address).inject(kind, count=count)
         self.say('fault: ' + text)
+
+    def multi(self):
+        """Turn the stand-in Multi around: the grid meter (sign = vebus) follows its direction."""
+        import dbus
+        self.multi_feeds_back = not self.multi_feeds_back
+        power = -800.0 if self.multi_feeds_back else 800.0
+        try:
+            self.bus.call_blocking(VEBUS, '/Ac/ActiveIn/L1/P', 'com.victronenergy.BusItem',
+                                   'SetValue', 'v', [dbus.Double(power)], timeout=2.0)
+        except dbus.DBusException:
+            return
+        self.say('Multi %s: MultiPlus AC in %s' % (
+            'feeds back (VE.Bus L1 -800 W)' if self.multi_feeds_back else
+            'takes from the grid again', 'negative, kWh to "back"' if self.multi_feeds_back
+            else 'positive'))
 
     def say(self, text):
         self.events.append(time.strftime('%H:%M:%S ') + text)
