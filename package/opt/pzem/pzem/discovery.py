@@ -32,6 +32,10 @@ class Discovery(object):
             if address in self._likely_due:
                 self._likely_due[address] = self.clock()
 
+    def wanted(self, address):
+        """True while `address` is one to look for (not named, published or taken away)."""
+        return address not in self._skip
+
     def start_up(self):
         """The likely addresses to ask at start, in order."""
         return [a for a in LIKELY if a not in self._skip]

@@ -114,11 +114,13 @@ class Poller(object):
     def _next_probe(self):
         """The most urgent probe that is due now, as a callable, or None."""
         now = self.clock()
-        for address in self._urgent:
+        for address in list(self._urgent):
             waiting = self._waiting_for(address)
             if waiting is not None:
                 return lambda: self._probe_spec(waiting)
-            return lambda: self._probe_address(address)
+            if self.discovery is not None and self.discovery.wanted(address):
+                return lambda: self._probe_address(address)
+            del self._urgent[address]   # the map took it away, or it was found meanwhile
         due = [w for w in self.waiting if w.due <= now]
         if due:
             waiting = min(due, key=lambda w: w.due)
@@ -306,8 +308,10 @@ class Poller(object):
         self.waiting = [Waiting(s) for s in sorted(by_addresses.values(),
                                                    key=lambda s: s.address)]
         self.refused = []
+        named = self._named()
+        self._urgent = dict((a, n) for a, n in self._urgent.items()
+                            if a in named or a not in gone)
         if self.discovery is not None:
-            named = self._named()
             # a meter the user took out of the map is not searched for again until a restart
             self.discovery.skip(named | gone)
 
