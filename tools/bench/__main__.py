@@ -300,6 +300,11 @@ def main(argv=None):
                            'have measured different code' % report.driver_state())
         say('the driver changed during the run')
     info['load_after'] = os.getloadavg()
+    info['stall_after'] = report.memory_stall()
+    if info['stall_after'] is not None and info['stall_before'] is not None and \
+            info['stall_after'] - info['stall_before'] > 1.0:
+        say('the machine was short of memory for %.0f s of the run: the CPU figures include '
+            'page faults' % (info['stall_after'] - info['stall_before']))
     constants = dict(wire=WIRE, turnaround=TURNAROUND, limit=LIMIT, t35=T35, plan=args.plan)
     if args.per_read:
         after = found[('after', 8, True)]

@@ -347,8 +347,11 @@ class DriverRun:
                     continue
                 name = service_name(address)
                 owner = client.owner(name)
-                if owner and client.get_value(name, '/Connected') == 1:
-                    owners[address] = owner
+                try:
+                    if owner and client.get_value(name, '/Connected') == 1:
+                        owners[address] = owner
+                except dbus.exceptions.DBusException:
+                    pass        # busy registering (or the machine is overloaded): ask again
             return len(owners) == len(addresses)
 
         pump_until(all_up, timeout, 'meters %s to be connected' % list(addresses))

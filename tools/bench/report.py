@@ -69,7 +69,18 @@ def machine(command):
             GLib.MAJOR_VERSION, GLib.MINOR_VERSION, GLib.MICRO_VERSION,
             _run('dbus-daemon', '--version').split('\n')[0]),
         'load_before': os.getloadavg(),
+        'stall_before': memory_stall(),
     }
+
+
+def memory_stall():
+    """Seconds for which some task waited on memory (Linux PSI), or None: a run during which
+    other programs pushed the machine into reclaim measures page faults, not the driver."""
+    try:
+        with open('/proc/pressure/memory') as f:
+            return int(f.readline().split('total=')[1]) / 1e6
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 # -- formatting helpers -------------------------------------------------------------------
@@ -223,6 +234,10 @@ def _machine(info):
         ('load average (1, 5, 15 min) before / after',
          '%s / %s' % (', '.join('%.2f' % x for x in info['load_before']),
                       ', '.join('%.2f' % x for x in info['load_after']))),
+        ('memory pressure during the run (PSI "some" stall; should be ~0)',
+         '%.1f s' % (info['stall_after'] - info['stall_before'])
+         if info.get('stall_after') is not None and info['stall_before'] is not None
+         else 'unknown'),
     ])
 
 

@@ -6,7 +6,7 @@ reply carries the meter's own address, which pymodbus would throw away) goes out
 on its file descriptor: write, poll, read. The bytes that come back are judged by
 rtu.check_reply. Only a register write goes through pymodbus (2.3.0 or 2.5.3 on Venus OS, 3.x
 elsewhere), loaded on first use by pzem.pymodbus_link, so the driver, which never writes, does
-not load pymodbus or pyserial at all (5.7 MB less memory, see docs/benchmarks.md).
+not load pymodbus or pyserial at all (5.6 MB less peak memory, see docs/benchmarks.md).
 
 A Bus serves one port from one thread. Nothing is retried here: the caller decides.
 """
