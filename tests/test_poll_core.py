@@ -170,8 +170,9 @@ def test_an_answer_between_misses_starts_the_count_again(wire, clock):
         sim.meter(1).inject('bad_crc', count=MISSES_TO_DISCONNECT - 1)
         for _ in range(MISSES_TO_DISCONNECT - 1):
             assert meter.poll(bus) is False
-        assert meter.poll(bus) is False         # an answer, even with the same registers,
-        assert meter.connected and meter.misses == 0    # ends the run of misses
+        # an answer, even with the registers of the last one, ends the run of misses
+        assert meter.poll(bus) is False
+        assert meter.connected and meter.misses == 0
     assert meter.errors['bad_frame'] == 4 * (MISSES_TO_DISCONNECT - 1)
 
 
@@ -451,6 +452,18 @@ def test_discovery_probes_in_every_slot_with_room(wire, clock):
     assert poller.start(T0 + 0.1) == 1
     tick_slots(poller, clock, T0 + 1, 5)
     assert bus.addresses()[1:] == [1, 2, 1, 3, 1, 4, 1, 5, 1, 6]
+
+
+def test_each_tick_polls_the_next_published_meter(wire, clock):
+    sim, bus = wire(ac(1), ac(2))
+    specs = [MeterSpec.single(1, model='ac'), MeterSpec.single(2, model='ac')]
+    poller = Poller(bus, 'ttyPZEM0', specs, 1.0, Publish(), scan=False, clock=clock)
+    assert poller.start(T0 + 10) == 2
+    assert poller.slot == 0.5
+    for _ in range(5):
+        poller.tick()
+    assert bus.addresses() == [1, 2] + [1, 2, 1, 2, 1]
+    assert [p.polls for p in poller.published] == [3, 2]
 
 
 def test_a_group_is_published_when_one_phase_answers(wire, clock):
