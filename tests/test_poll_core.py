@@ -3,8 +3,10 @@ with a fake clock, on a real pzem.modbus.Bus talking Modbus-RTU to the simulator
 
 The fake clock moves only when the test moves it, or when the bus finishes an exchange (WireBus:
 a reply or a silence costs the time the test says). So backoffs, deadlines and slots are exact
-numbers on the fake clock while the bus's own (real) timeouts stay short. Poller's `publish` gets
-a small recording stand-in (Published) instead of a D-Bus service.
+numbers on the fake clock. The bus's real timeouts are chosen apart from them: short where the
+simulator has no meter that would answer, long where one would (a loaded machine must not turn a
+reply into a silence). Poller's `publish` gets a small recording stand-in (Published) instead of
+a D-Bus service.
 """
 import logging
 
@@ -19,8 +21,10 @@ from pzemsim import AcMeter, DcMeter
 from sim_fixtures import modbus_bus, sim_bus  # noqa: F401 (pytest fixtures)
 
 T0 = 1000.0
-BUS_TIMEOUT = 0.1           # real seconds: a poll or a mapped meter's probe that gets no reply
-SCAN_TIMEOUT = 0.05         # real seconds: a discovery probe that gets no reply
+POLL_TIMEOUT = 0.1          # fake seconds a request without its own timeout waits for nothing
+SCAN_TIMEOUT = 0.05         # fake seconds a discovery probe waits for nothing
+SILENCE_WAIT = 0.02         # real seconds waited where the simulator has nobody to answer
+ANSWER_WAIT = 1.0           # real seconds allowed for a reply the simulator will send
 
 
 class Clock(object):
@@ -32,31 +36,38 @@ class Clock(object):
 
 
 class WireBus(object):
-    """A real Bus that also moves the fake clock on by what each exchange costs on the wire
-    (`reply` s when something comes back, `silence` s or the request's timeout when nothing
-    does); `asked` lists (fake time, address) of every request."""
+    """A real Bus on the simulator that also moves the fake clock on by what each exchange
+    costs on the wire: `reply` s when something comes back; when nothing does, `silence` s, or
+    else the request's timeout (POLL_TIMEOUT when it gives none). `asked` lists (fake time,
+    address) of every request, `timeouts` the timeout each read_input was given."""
 
-    def __init__(self, bus, clock, reply=0.0, silence=None):
+    def __init__(self, sim, bus, clock, reply=0.0, silence=None):
+        self.sim = sim
         self.bus = bus
         self.clock = clock
         self.reply = reply
         self.silence = silence
         self.asked = []
+        self.timeouts = []
 
     def read_input(self, address, count, timeout=None):
+        self.timeouts.append(timeout)
+        meter = self.sim.meter(address)
+        answers = meter is not None and 'silent' not in meter.faults
         return self._exchange(address, timeout, self.bus.read_input, address, count,
-                              timeout=timeout)
+                              timeout=ANSWER_WAIT if answers else SILENCE_WAIT)
 
     def read_holding(self, address, start, count):
+        assert self.sim.meter(address) is not None, 'a holding read would wait ANSWER_WAIT'
         return self._exchange(address, None, self.bus.read_holding, address, start, count)
 
-    def _exchange(self, address, wait, call, *args, **kwargs):
+    def _exchange(self, address, asked_timeout, call, *args, **kwargs):
         self.asked.append((self.clock(), address))
         try:
             result = call(*args, **kwargs)
         except modbus.NoReply:
             self.clock.now += self.silence if self.silence is not None else (
-                wait or self.bus.timeout)
+                asked_timeout or POLL_TIMEOUT)
             raise
         except modbus.ModbusError:
             self.clock.now += self.reply
@@ -119,7 +130,7 @@ def wire(sim_bus, modbus_bus, clock):  # noqa: F811 (pytest fixtures)
     """wire(*sim meters, reply=0.0, silence=None) -> (sim, WireBus on the sim's port)."""
     def make(*meters, **costs):
         sim = sim_bus(*meters)
-        return sim, WireBus(modbus_bus(sim, timeout=BUS_TIMEOUT), clock, **costs)
+        return sim, WireBus(sim, modbus_bus(sim, timeout=ANSWER_WAIT), clock, **costs)
     return make
 
 
@@ -341,6 +352,7 @@ def test_start_stops_at_the_deadline(wire, clock):
     assert asked[0] == 1
     assert asked[1:] == [a for a in LIKELY if a != 1][:len(asked) - 1]
     assert 2 <= len(asked) - 1 < len(LIKELY) - 1
+    assert bus.timeouts == [None] + [SCAN_TIMEOUT] * (len(asked) - 1)
     # never past the deadline, and one more probe would not have fitted
     assert clock() <= deadline < clock() + SCAN_TIMEOUT + PROBE_MARGIN
 
