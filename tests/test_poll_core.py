@@ -538,12 +538,13 @@ def test_a_publish_that_fails_leaves_the_meter_waiting(wire, clock):
 # -- Poller: following the map ----------------------------------------------------------------
 
 
-def started_with(wire, clock, specs, *meters, **start):
+def started_with(wire, clock, specs, *meters, deadline=T0 + 0.1):
+    """A started Poller with discovery, on a simulator with `meters`."""
     sim, bus = wire(*meters)
     publish = Publish()
     poller = Poller(bus, 'ttyPZEM0', specs, 1.0, publish, found=found,
                     scan_timeout=SCAN_TIMEOUT, clock=clock)
-    poller.start(start.get('deadline', T0 + 0.1))
+    poller.start(deadline)
     return sim, bus, publish, poller
 
 
