@@ -20,6 +20,7 @@ import time
 from harness import (DRIVER, ROOT, TURNAROUND, Bench, Changer, ac_meters, connected,
                      connected_with_values, meter_map)
 from capture import Capture
+import discovery
 import per_read
 from dbus_helpers import pump       # tests/dbus_helpers.py: harness put tests/ on sys.path
 import report
@@ -33,9 +34,9 @@ T35 = 3.5 * CHAR_BITS / BAUD        # Modbus inter-frame silence the master keep
 
 PLANS = {   # seconds unless said otherwise
     'full': dict(efficiency=20, cpu=60, soak_minutes=30.0, soak_sample=60, starts=5, exits=3,
-                 returns=5, profile=30, per_read=20),
+                 returns=5, profile=30, per_read=20, finds=5, jitter=60),
     'quick': dict(efficiency=8, cpu=20, soak_minutes=1.5, soak_sample=10, starts=2, exits=1,
-                  returns=3, profile=15, per_read=8),
+                  returns=3, profile=15, per_read=8, finds=2, jitter=20),
 }
 
 
@@ -203,7 +204,8 @@ def startup(bench, plan):
 def exit_without_meter(bench, plan):
     """From starting the driver on a port where nothing answers to its exit (device defaults)."""
     rows = []
-    cases = (('no map (tries address 1)', None), ('map with 3 meters', meter_map(3, model=False)),
+    cases = (('no map (asks the likely addresses)', None),
+             ('map with 3 meters', meter_map(3, model=False)),
              ('map with 12 meters (more than the probe time allows)', meter_map(12, model=False)))
     for label, text in cases:
         times, codes = [], set()
@@ -267,8 +269,9 @@ def profile(bench, plan):
 
 
 SECTIONS = (('efficiency', bus_efficiency), ('cpu', cpu_per_update), ('startup', startup),
-            ('exit', exit_without_meter), ('return', meter_return), ('profile', profile),
-            ('soak', soak))
+            ('exit', exit_without_meter), ('return', meter_return),
+            ('discovery', lambda bench, plan: discovery.measure(bench, plan, say)),
+            ('profile', profile), ('soak', soak))
 
 
 def main(argv=None):

@@ -9,6 +9,7 @@ import statistics
 import subprocess
 from importlib import metadata
 
+import discovery
 from harness import ROOT
 
 LIBRARIES = ('pymodbus', 'pyserial', 'dbus-python', 'PyGObject')
@@ -289,6 +290,12 @@ def render(info, k, r):
          '%.2f s' % max(s for row in exits for s in row['seconds'])),
         ('meter answers again -> valid values, 1 meter', '',
          spread([s for row in returns if row['meters'] == 1 for s in row['up']])),
+        ('a meter plugged in at a likely address -> published', 'about a minute',
+         spread(r['discovery']['found']['seconds'], digits=1)),
+        ('poll gap of one meter, 8 meters at 1 s, search off / on: worst', 'within the interval',
+         ' / '.join('%.3f s' % row['worst'] for row in r['discovery']['jitter'])),
+        ('start with 10 % bad CRC + 10 % silence -> all 4 meters published', '< 10 s',
+         spread(r['discovery']['faults']['seconds'])),
     ]))
 
     w(_machine(info))
@@ -387,6 +394,8 @@ def render(info, k, r):
         rows.append(('meter answers again -> /Connected 1 with valid values, %d meter(s)'
                      % row['meters'], spread(row['up'])))
     w(table(('what', 'time'), rows))
+
+    w(discovery.render(r['discovery'], spread, table))
 
     if r.get('per_read'):
         w('\n')
