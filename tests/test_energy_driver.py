@@ -15,6 +15,14 @@ ESS_SETTING = '/Settings/CGwacs/RunWithoutGridMeter'
 UNSIGNED_WARNING = 'ttyPZEM0:%d: a grid meter without sign = vebus, while ESS regulates on an ' \
                    'external grid meter'
 
+# Replies come late on a busy machine (the simulator shares the test's process): a longer reply
+# timeout than the rig's default keeps a slow reply from counting as a missed poll.
+PATIENT = ('--interval', '0.2', '--timeout', '0.5')
+
+
+def patient(tmp_path, meters, text, **options):
+    return Rig(tmp_path, meters, text, driver_args=PATIENT, **options)
+
 
 def multi_input_meter(address=1, energy_wh=1000):
     # 9.2 kW through the Multi's AC input: what it takes in, or what it feeds back
@@ -46,7 +54,7 @@ def set_p(rig, vebus, phase, watts):
 @pytest.fixture
 def signed(tmp_path):
     """A grid meter with sign = vebus at the input of a single-phase Multi that imports 2 kW."""
-    with Rig(tmp_path, [multi_input_meter()], SIGNED) as rig:
+    with patient(tmp_path, [multi_input_meter()], SIGNED) as rig:
         rig.vebus = rig.start_vebus(power=(2000.0,))
         rig.start_driver()
         rig.grid = rig.wait_service(rig.service('grid', 1))
@@ -111,7 +119,7 @@ def test_energy_is_split_by_the_direction_it_was_counted_in(signed):
 
 
 def test_without_a_sign_reverse_stays_invalid_and_all_counted_is_import(tmp_path):
-    with Rig(tmp_path, [multi_input_meter()], GRID) as rig:
+    with patient(tmp_path, [multi_input_meter()], GRID) as rig:
         rig.start_vebus(power=(-9200.0,))                   # the Multi feeds back; nobody asks
         rig.start_driver()
         grid = rig.wait_service(rig.service('grid', 1))
@@ -167,7 +175,7 @@ def nondecreasing(values):
 
 def test_counters_never_run_backwards(tmp_path):
     # the meter's counter close to its wrap at 9999.99 kWh
-    with Rig(tmp_path, [multi_input_meter(energy_wh=9999986)], GRID) as rig:
+    with patient(tmp_path, [multi_input_meter(energy_wh=9999986)], GRID) as rig:
         rig.start_driver()
         grid = rig.wait_service(rig.service('grid', 1))
         forward = Forward(rig, grid)
@@ -209,7 +217,7 @@ def test_counters_never_run_backwards(tmp_path):
 
 
 def test_a_restart_keeps_the_totals_and_books_what_was_counted_while_stopped(tmp_path):
-    with Rig(tmp_path, [multi_input_meter(energy_wh=5000)], GRID) as rig:
+    with patient(tmp_path, [multi_input_meter(energy_wh=5000)], GRID) as rig:
         meter = rig.meters[1]
         rig.start_driver()
         grid = rig.wait_service(rig.service('grid', 1))
@@ -243,7 +251,7 @@ def test_a_three_phase_group_takes_each_phase_sign_from_the_multi(tmp_path):
                       power_factor=1.0),
               AcMeter(6, voltage=229.0, current=3.0, power=618.3, energy_wh=3500,
                       power_factor=0.9)]
-    with Rig(tmp_path, meters, text) as rig:
+    with patient(tmp_path, meters, text) as rig:
         vebus = rig.start_vebus(power=(1000.0, -2000.0, 500.0))
         rig.start_driver()
         grid = rig.wait_service(rig.service('grid', 4))
@@ -279,7 +287,7 @@ def add_ess_setting(rig, value):
 
 def test_an_unsigned_grid_meter_is_warned_about_while_ess_uses_an_external_meter(tmp_path):
     text = NO_SCAN + '[1]\nrole = grid\n[2]\nrole = grid\nsign = vebus\n'
-    with Rig(tmp_path, [multi_input_meter(1), multi_input_meter(2)], text) as rig:
+    with patient(tmp_path, [multi_input_meter(1), multi_input_meter(2)], text) as rig:
         add_ess_setting(rig, 0)
         rig.start_driver()
         rig.wait_service(rig.service('grid', 1))
@@ -299,7 +307,7 @@ def test_an_unsigned_grid_meter_is_warned_about_while_ess_uses_an_external_meter
 
 
 def test_no_warning_while_ess_uses_the_multi(tmp_path):
-    with Rig(tmp_path, [multi_input_meter(1)], GRID) as rig:
+    with patient(tmp_path, [multi_input_meter(1)], GRID) as rig:
         add_ess_setting(rig, 1)
         rig.start_driver()
         rig.wait_service(rig.service('grid', 1))
@@ -312,7 +320,7 @@ def test_default_and_new_roles(tmp_path):
     text = '[1]\nrole = evcharger\n[2]\nrole = heatpump\nposition = 1\n'
     meters = [multi_input_meter(1), multi_input_meter(2), multi_input_meter(3),
               DcMeter(4, voltage=13.2, current=5.0, power=66.0, energy_wh=500)]
-    with Rig(tmp_path, meters, text) as rig:
+    with patient(tmp_path, meters, text) as rig:
         rig.start_driver()
         ev = rig.wait_service(rig.service('evcharger', 1))
         heat = rig.wait_service(rig.service('heatpump', 2))
@@ -334,7 +342,7 @@ def test_default_and_new_roles(tmp_path):
 
 def test_a_dc_counter_never_runs_backwards_either(tmp_path):
     text = NO_SCAN + '[3]\nrole = dcsource\n'
-    with Rig(tmp_path, [DcMeter(3, voltage=13.2, current=5.0, power=66.0, energy_wh=500)],
+    with patient(tmp_path, [DcMeter(3, voltage=13.2, current=5.0, power=66.0, energy_wh=500)],
              text) as rig:
         rig.start_driver()
         dc = rig.wait_service(rig.service('dcsource', 3))
