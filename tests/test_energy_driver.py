@@ -91,6 +91,20 @@ def test_power_and_current_follow_the_multi(signed):
     assert rig.driver.poll() is None
 
 
+def test_vebus_key_picks_the_multi_and_a_multi_that_is_off_feeds_nothing_back(tmp_path):
+    text = NO_SCAN + '[1]\nrole = grid\nsign = vebus\nvebus = 277\n'
+    with patient(tmp_path, [multi_input_meter()], text) as rig:
+        rig.start_vebus('ttyS4', 276, (2000.0,))               # the lowest instance imports
+        other = rig.start_vebus('ttyS5', 277, (-9200.0,))      # the one the map names exports
+        rig.start_driver()
+        grid = rig.wait_service(rig.service('grid', 1))
+        rig.wait_value(grid, '/Ac/Power', approx(-9200.0))
+        assert rig.client.set_value(other, '/State', 0) == 0    # switched off
+        rig.wait_value(grid, '/Ac/Power', approx(9200.0))
+        assert rig.client.set_value(other, '/State', 9) == 0
+        rig.wait_value(grid, '/Ac/Power', approx(-9200.0))
+
+
 def test_energy_is_split_by_the_direction_it_was_counted_in(signed):
     rig, grid, meter = signed, signed.grid, signed.meters[1]
     rig.wait_value(grid, '/Ac/Energy/Forward', approx(1.0))
