@@ -18,7 +18,9 @@ from pzemsim import SimBus
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DRIVER = os.path.join(ROOT, 'package', 'opt', 'pzem', 'dbus-pzem')
 FAKE_SETTINGS = os.path.join(ROOT, 'tests', 'fake_localsettings.py')
+FAKE_VEBUS = os.path.join(ROOT, 'tests', 'fake_vebus.py')
 SETTINGS = 'com.victronenergy.settings'
+VEBUS = 'com.victronenergy.vebus.'
 
 
 class Rig(object):
@@ -43,6 +45,7 @@ class Rig(object):
         self.driver = None
         self.client = None
         self.signals = None
+        self.vebuses = {}           # well-known name -> Popen of a fake_vebus.py
 
     def __enter__(self):
         self._bus_cm = private_bus()
@@ -61,6 +64,8 @@ class Rig(object):
         if self.driver is not None:
             stop_process(self.driver)
             self._log.close()
+        for proc in self.vebuses.values():
+            stop_process(proc)
         if self.settings is not None:
             stop_process(self.settings)
         self.sim.stop()
@@ -85,6 +90,29 @@ class Rig(object):
         self.driver = subprocess.Popen(args, env=environment, stdout=self._log,
                                        stderr=subprocess.STDOUT)
         return self.driver
+
+    def stop_driver(self, timeout=5.0):
+        """SIGTERM, as `svc -d` sends it; returns the exit code. start_driver() may follow."""
+        self.driver.terminate()
+        code = self.wait_exit(timeout)
+        self._log.close()
+        self.driver = None
+        return code
+
+    def start_vebus(self, name='ttyS4', instance=276, power=(0.0,), *options):
+        """A VE.Bus stand-in (tests/fake_vebus.py) with one phase per value of `power` (W,
+        negative = feeding back); returns its service name. SetValue on /Ac/ActiveIn/Lx/P scripts
+        it; stop_vebus() takes it away."""
+        service = VEBUS + name
+        args = [sys.executable, FAKE_VEBUS, name, str(instance), '--phases', str(len(power)),
+                '--power', ','.join(str(float(p)) for p in power)] + list(options)
+        self.vebuses[service] = subprocess.Popen(args, env=bus_env(self.address))
+        pump_until(lambda: self.client.owner(service), 5.0, service)
+        return service
+
+    def stop_vebus(self, service):
+        stop_process(self.vebuses.pop(service))
+        pump_until(lambda: not self.client.owner(service), 5.0, '%s to go away' % service)
 
     def log(self):
         with open(self.log_path) as f:
@@ -126,6 +154,17 @@ class Rig(object):
         except AssertionError:
             raise AssertionError('%s %s stayed %r' % (name, path, seen.get('v')))
         return seen['v']
+
+    def wait_polls(self, meter, count=3, timeout=5.0):
+        """Pump until the simulated `meter` has been asked `count` more times."""
+        target = meter.stats['requests'] + count
+        pump_until(lambda: meter.stats['requests'] >= target, timeout,
+                   '%d requests to %r' % (count, meter))
+
+    def wait_log(self, text, count=1, timeout=5.0):
+        """Pump until the driver's log holds `text` at least `count` times; returns the log."""
+        pump_until(lambda: self.log().count(text) >= count, timeout, 'log line %r' % text)
+        return self.log()
 
     def wait_exit(self, timeout):
         pump_until(lambda: self.driver.poll() is not None, timeout, 'the driver to exit')
