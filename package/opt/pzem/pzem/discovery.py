@@ -2,13 +2,16 @@
 
 The likely addresses come first (the factory default 1, small numbers, and 20; the original
 tool's examples used 10 and 20): all of them within the start-up budget when there is time, then
-each again every LIKELY_SECONDS, so a meter plugged in later shows up within about a minute. The
+each again every LIKELY_SECONDS, so a meter plugged in later shows up within about a minute. A
+likely address that stayed silent is asked once more AGAIN_SECONDS later: on a noisy bus one lost
+reply must not hide a meter for a minute. The
 rest of 1..247 is asked slowly, one address every REST_SECONDS, in the gaps between polls.
 """
 from .rtu import ADDRESSES
 
 LIKELY = tuple(range(1, 17)) + (20,)
 LIKELY_SECONDS = 60.0
+AGAIN_SECONDS = 3.0     # a likely address that stayed silent is asked once more this soon
 REST_SECONDS = 5.0
 
 
@@ -17,6 +20,7 @@ class Discovery(object):
         self.clock = clock
         self._skip = set(skip)          # addresses the map names, or that are published
         self._likely_due = dict.fromkeys(LIKELY, 0.0)
+        self._again = set()             # likely addresses asked once more after a silence
         self._rest = [a for a in ADDRESSES if a not in LIKELY]
         self._rest_next = 0             # index into _rest
         self._rest_due = 0.0
@@ -41,10 +45,12 @@ class Discovery(object):
         return [a for a in LIKELY if a not in self._skip]
 
     def asked(self, address):
-        """`address` was asked now (and nothing was found there)."""
-        now = self.clock()
+        """`address` was asked now and stayed silent."""
         if address in self._likely_due:
-            self._likely_due[address] = now + LIKELY_SECONDS
+            again = address not in self._again
+            (self._again.add if again else self._again.discard)(address)
+            self._likely_due[address] = self.clock() + (AGAIN_SECONDS if again else
+                                                        LIKELY_SECONDS)
 
     def next_due(self):
         """(due time, address) of the next address to ask, or None when there is none."""

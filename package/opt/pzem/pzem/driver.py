@@ -177,8 +177,10 @@ def main(argv=None):
     directions = system.Directions(connection)
     context = Context(port, args.config, version, Instances(schedule=soon),
                       directions=lambda spec: directions.get(spec.vebus),
-                      stores=lambda ident: energy.EnergyStore(connection, ident),
-                      energy_for=lambda model: energy.PhaseEnergy(model.max_kw))
+                      stores=lambda ident, log: energy.EnergyStore(connection, ident,
+                                                                   logger=log),
+                      energy_for=lambda model: energy.PhaseEnergy(model.max_kw),
+                      on_start=lambda publisher: warn_if_unsigned_grid([publisher]))
 
     def publish(spec, phases):
         meter_log_ = meter_log(port, spec.addresses)
@@ -187,7 +189,6 @@ def main(argv=None):
         except Exception as e:      # a D-Bus failure must not take the other meters down
             meter_log_.error('answers, but could not be published on D-Bus: %s', e)
             return None
-        warn_if_unsigned_grid([publisher])
         return publisher
 
     def found(address, model):

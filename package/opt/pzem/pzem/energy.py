@@ -183,9 +183,11 @@ class EnergyStore(object):
     nothing is written and the totals stay `changed`.
     """
 
-    def __init__(self, connection, ident, clock=time.monotonic, timeout=3.0):
+    def __init__(self, connection, ident, clock=time.monotonic, timeout=3.0, logger=None):
+        """logger: the meter's (its lines carry the meter's prefix); else lines name ident."""
         self.connection = connection
         self.ident = ident
+        self.log = logger if logger is not None else settings.prefixed_log(ident)
         self.clock = clock
         self.timeout = timeout
         self.online = None          # unknown until load()
@@ -197,14 +199,14 @@ class EnergyStore(object):
         self._saved_at = self.clock()
         if text is None:
             self.online = False
-            log.warning('%s: localsettings did not answer: %s', self.ident, NOT_SAVED)
+            self.log.warning('localsettings did not answer: %s', NOT_SAVED)
             return None
         self.online = True
         try:
             return decode(text)
         except ValueError as e:
-            log.warning('%s: stored energy totals ignored (%s): starting from the meters\' '
-                        'counters', self.ident, e)
+            self.log.warning('stored energy totals ignored (%s): starting from the meters\' '
+                             'counters', e)
             return {}
 
     def maybe_save(self, phases):
@@ -218,7 +220,7 @@ class EnergyStore(object):
             return False
         self._saved_at = self.clock()
         settings.save_energy(self.connection, self.ident, text,
-                             on_failure=lambda: self._failed(phases))
+                             on_failure=lambda: self._failed(phases), logger=self.log)
         return True
 
     def save_now(self, phases):
@@ -229,7 +231,8 @@ class EnergyStore(object):
         if text is None:
             return False
         self._saved_at = self.clock()
-        if settings.save_energy_now(self.connection, self.ident, text, timeout=1.0):
+        if settings.save_energy_now(self.connection, self.ident, text, timeout=1.0,
+                                    logger=self.log):
             return True
         self._failed(phases)
         return False

@@ -17,6 +17,7 @@ from .meter import Meter, meter_log
 GARBLED_RETRIES = 3         # a garbled reply means something is there: ask again at once
 BACKOFF_SECONDS = (2.0, 4.0, 8.0, 15.0, 30.0, 60.0)    # a silent mapped meter, asked again
 FORCE_SECONDS = 10.0
+START_PASSES = 3            # at start, while nothing answers, the map and likely addresses again
 PROBE_MARGIN = 0.02         # the bus's inter-frame silence and our own work around a probe
 
 log = logging.getLogger('pzem')
@@ -53,6 +54,7 @@ class Poller(object):
         self._urgent = {}           # address -> garbled replies so far
         self._next = 0
         self._probe_waiting_since = None
+        self._started = False       # start() is over: a silent mapped meter is reported
 
     def _named(self):
         return {a for w in self.waiting for a in w.spec.addresses} | {
@@ -65,23 +67,30 @@ class Poller(object):
     # -- start-up ----------------------------------------------------------------------------
 
     def start(self, deadline):
-        """Ask every meter of the map once, then the likely addresses, until `deadline`;
-        returns how many meters are published. Raises modbus.PortGone."""
-        for waiting in list(self.waiting):
-            if not self._room(deadline):
-                break
-            self._probe_spec(waiting)
-            while waiting in self.waiting and waiting.spec.address in self._urgent \
-                    and self._room(deadline):
-                self._probe_spec(waiting)
-        if self.discovery is not None:
-            for address in self.discovery.start_up():
+        """Ask every meter of the map, then the likely addresses, until `deadline`; while
+        nothing answers, ask again (one lost reply must not send the driver away). Returns how
+        many meters are published. Raises modbus.PortGone."""
+        likely = self.discovery.start_up() if self.discovery is not None else []
+        for _ in range(START_PASSES):
+            for waiting in list(self.waiting):
                 if not self._room(deadline):
                     break
+                self._probe_spec(waiting)
+                while waiting in self.waiting and waiting.spec.address in self._urgent \
+                        and self._room(deadline):
+                    self._probe_spec(waiting)
+            for address in likely:
+                if not self._room(deadline):
+                    break
+                if not self.discovery.wanted(address):
+                    continue
                 self.discovery.take(address)
                 self._probe_address(address)
                 while address in self._urgent and self._room(deadline):
                     self._probe_address(address)
+            if self.published or not (self.waiting or likely) or not self._room(deadline):
+                break
+        self._started = True
         for waiting in self.waiting:
             self._report_silent(waiting)
         return len(self.published)
@@ -99,17 +108,20 @@ class Poller(object):
             publisher = self.published[self._next % len(self.published)]
             self._next += 1
             publisher.poll(self.bus)
-        probe = self._next_probe()
-        if probe is None:
-            self._probe_waiting_since = None
-            return
-        room = started + self.slot - self.clock() >= self.scan_timeout + PROBE_MARGIN
-        if self._probe_waiting_since is None:
-            self._probe_waiting_since = started
-        if room or not self.published or \
-                started - self._probe_waiting_since >= FORCE_SECONDS:
+        while True:
+            probe = self._next_probe()
+            if probe is None:
+                self._probe_waiting_since = None
+                return
+            room = started + self.slot - self.clock() >= self.scan_timeout + PROBE_MARGIN
+            if self._probe_waiting_since is None:
+                self._probe_waiting_since = started
+            if not (room or started - self._probe_waiting_since >= FORCE_SECONDS):
+                return
             self._probe_waiting_since = None
             probe()
+            if not room:
+                return              # a forced probe: one, then the polls go on
 
     def _next_probe(self):
         """The most urgent probe that is due now, as a callable, or None."""
@@ -164,6 +176,8 @@ class Poller(object):
             waiting.due = self.clock() + BACKOFF_SECONDS[
                 min(waiting.silent, len(BACKOFF_SECONDS)) - 1]
             log.debug('%s:%d: no meter there yet: %s', self.port, spec.address, e)
+            if self._started:
+                self._report_silent(waiting)
             return
         self._urgent.pop(spec.address, None)
         self.answered.update(spec.addresses)
@@ -199,7 +213,6 @@ class Poller(object):
         except modbus.BadFrame as e:
             self._garbled(address, e)
             return
-        self._urgent.pop(address, None)
         try:
             model, regs = models.identify(self.bus, address)
         except modbus.PortGone:
@@ -208,6 +221,7 @@ class Poller(object):
             log.debug('%s:%d: answered, but could not be identified: %s', self.port, address, e)
             self._garbled(address, e)
             return
+        self._urgent.pop(address, None)
         self.answered.add(address)
         self.discovery.skip([address])
         spec = self.found(address, model) if self.found else None
@@ -305,8 +319,12 @@ class Poller(object):
                     by_addresses[spec.addresses] = spec
         gone = {a for p in self.published if p not in kept for a in p.spec.addresses}
         self.published = kept
-        self.waiting = [Waiting(s) for s in sorted(by_addresses.values(),
-                                                   key=lambda s: s.address)]
+        before = {w.spec.addresses: w for w in self.waiting}
+        self.waiting = []
+        for spec in sorted(by_addresses.values(), key=lambda s: s.address):
+            waiting = before.get(spec.addresses) or Waiting(spec)
+            waiting.spec = spec
+            self.waiting.append(waiting)
         self.refused = []
         named = self._named()
         self._urgent = dict((a, n) for a, n in self._urgent.items()

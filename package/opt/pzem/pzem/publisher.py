@@ -34,14 +34,15 @@ class Context(object):
     direction sources and the energy store; the driver makes one."""
 
     def __init__(self, port, map_path, version, instances, directions=None, stores=None,
-                 energy_for=None, clock=time.monotonic):
+                 energy_for=None, on_start=None, clock=time.monotonic):
         self.port = port
         self.map_path = map_path
         self.version = version
         self.instances = instances
         self.directions = directions    # directions(spec) -> object with sign(phase), or None
-        self.stores = stores            # stores(ident) -> energy.EnergyStore, or None
+        self.stores = stores            # stores(ident, log) -> energy.EnergyStore, or None
         self.energy_for = energy_for    # energy_for(model) -> energy.PhaseEnergy, or None
+        self.on_start = on_start        # on_start(publisher): after each (re-)registration
         self.clock = clock
 
 
@@ -63,7 +64,7 @@ class Publisher(object):
         self._signs = None      # the signs published last, to notice a flip
         self._followed = ()     # the direction source last logged (() = none yet)
         self.direction = context.directions(spec) if context.directions and spec.sign else None
-        self.store = context.stores(self.ident) if context.stores else None
+        self.store = context.stores(self.ident, log) if context.stores else None
         saved = (self.store.load() or {}) if self.store is not None else {}
         for phase, meter in phases:
             if context.energy_for is not None and meter.energy is None:
@@ -104,6 +105,8 @@ class Publisher(object):
             self._watch = settings.watch(svc.connection, self.ident, self._on_instance)
         self.log.info('%s published as %s, VRM instance %d%s', self.product, self.servicename,
                       instance, ', direction from the VE.Bus device' if self.direction else '')
+        if self.context.on_start is not None:
+            self.context.on_start(self)
 
     @property
     def product(self):

@@ -80,11 +80,12 @@ def load_energy(connection, ident, timeout=3.0):
     return None
 
 
-def save_energy(connection, ident, text, on_failure=None):
-    """Store text without waiting for the answer; a failure is logged and reported to
-    on_failure() later, from the main loop. Never raises."""
+def save_energy(connection, ident, text, on_failure=None, logger=None):
+    """Store text without waiting for the answer; a failure is logged (on `logger`, the
+    meter's, else with the ident) and reported to on_failure() later, from the main loop.
+    Never raises."""
     def failed(why):
-        log.warning('%s: energy totals not saved: %s', ident, why)
+        _meter_log(logger, ident).warning('energy totals not saved: %s', why)
         if on_failure is not None:
             on_failure()
 
@@ -100,14 +101,29 @@ def save_energy(connection, ident, text, on_failure=None):
         failed(e.get_dbus_message())      # the connection is closed
 
 
-def save_energy_now(connection, ident, text, timeout=1.0):
+def save_energy_now(connection, ident, text, timeout=1.0, logger=None):
     """Store text and wait at most timeout seconds; True when localsettings took it."""
     code = _call(connection, energy_path(ident), BUSITEM, 'SetValue', 'v', [text], timeout)
     if code != 0:
-        log.warning('%s: energy totals not saved at stop: %s', ident,
-                    'no answer from localsettings' if code is None else 'refused (%s)' % code)
+        _meter_log(logger, ident).warning(
+            'energy totals not saved at stop: %s',
+            'no answer from localsettings' if code is None else 'refused (%s)' % code)
         return False
     return True
+
+
+def _meter_log(logger, ident):
+    return logger if logger is not None else prefixed_log(ident)
+
+
+def prefixed_log(prefix):
+    """The driver's logger with `prefix: ` before every line."""
+    return _Prefixed(log, {'prefix': prefix})
+
+
+class _Prefixed(logging.LoggerAdapter):
+    def process(self, msg, kwargs):
+        return '%s: %s' % (self.extra['prefix'], msg), kwargs
 
 
 def fallback_instance(ident, default_instance=40):
