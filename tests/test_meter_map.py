@@ -1,5 +1,4 @@
 """The meter map: parsing, every problem with its line, port overrides, groups, write-back."""
-import dataclasses
 import errno
 import os
 import re
@@ -782,7 +781,7 @@ def test_update_then_load_round_trip(base, changes, data, on_port):
     config = {c.address: c for c in the_map.meters_for('ttyUSB0')}[target]
     assert (config.role, config.position, config.monitor_mode, config.name) == (
         role, position, mode, expected_name)
-    others = lambda meters: [dataclasses.replace(c, line=0) for c in meters if c.address != target]
+    others = lambda meters: [c._replace(line=0) for c in meters if c.address != target]
     assert others(the_map.meters_for('ttyUSB0')) == others(before)     # lines may have moved
     if target in headers:
         keys = ['role', 'position', 'monitor_mode', 'name']

@@ -10,7 +10,7 @@ import signal
 import sys
 import time
 
-from . import map_update, meter_map, modbus, numbers, roles, tty, udev
+from . import meter_map, modbus, numbers, roles, tty
 from .meter import meter_log
 from .meter_map import MeterSpec
 from .poll import Poller
@@ -58,6 +58,7 @@ def read_version():
 
 def pinned(path):
     """True when udev gives this port to our driver alone (a `pzemctl pin` rule)."""
+    from . import udev      # here: it needs subprocess, and only a driver without meters asks
     try:
         return udev.properties(path).get('VE_SERVICE') == 'pzem'
     except LookupError:
@@ -192,6 +193,7 @@ def main(argv=None):
         return publisher
 
     def found(address, model):
+        from . import map_update    # here: the driver loads it only when it writes the map
         if follower.current.mentions(port, address):
             return None     # the map names it (in a section it left out): not ours to add
         section = '%s:%d' % (port, address)

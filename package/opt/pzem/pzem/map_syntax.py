@@ -9,10 +9,8 @@ An INI-like text: `[header]` lines, `key = value` lines, comments. The rules:
   raises Bad with the message for the user. A value that is usable but was changed (a name cut to
   the GUI's limit) raises Changed, carrying the value to use and the warning.
 """
-import difflib
 import math
 import re
-import unicodedata
 
 from . import roles
 from .rtu import MAX_ADDRESS, MIN_ADDRESS
@@ -206,7 +204,7 @@ def _group(text):
 
 
 def _name(text):
-    if any(unicodedata.category(c) in ('Cc', 'Cs') for c in text):
+    if not text.isprintable():
         raise Bad('the name holds a control character')
     if len(text) > MAX_NAME:
         raise Changed(text[:MAX_NAME].rstrip(), 'the name has %d characters and the GUI shows at '
@@ -265,5 +263,6 @@ def show(value, quote=True):
 
 
 def did_you_mean(word, candidates):
+    import difflib      # here: only a mistake in the map needs it
     close = difflib.get_close_matches(word, candidates, n=1)
     return " (did you mean '%s'?)" % close[0] if close else ''

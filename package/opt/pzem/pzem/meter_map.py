@@ -16,12 +16,10 @@ and the rest of the map works. Resolution rules:
 - A section that is present but left out still hides a plain `[N]` on its port.
 """
 import collections
-import dataclasses
 import errno
 import os
 import stat
-from dataclasses import dataclass
-from typing import Optional, Tuple
+from collections import namedtuple
 
 from . import map_syntax, roles, tty
 from .map_syntax import Bad, Changed, show
@@ -29,20 +27,27 @@ from .map_syntax import Bad, Changed, show
 DEFAULT_PATH = '/data/conf/pzem.conf'
 
 
-@dataclass(frozen=True)
-class MeterSpec:
-    """What the map says about one published meter: a single PZEM or a phase group."""
-    phases: Tuple[Tuple[str, int], ...]     # ((phase, address), ...); ('L1', address) alone
-    role: Optional[str] = None          # canonical; None = the detected model's default role
-    position: Optional[int] = None
-    name: Optional[str] = None
-    monitor_mode: Optional[int] = None
-    model: Optional[str] = None         # 'ac' or 'dc' when the map overrides auto-detection
-    sign: Optional[str] = None          # 'vebus': direction from the VE.Bus device's AC input
-    vebus: Optional[int] = None         # that device's VRM instance (None: the lowest)
-    group: Optional[str] = None
-    sections: Tuple[str, ...] = ()      # the headers as written, e.g. ('ttyUSB0:1',)
-    line: int = 0                       # line of the first section's header
+_SPEC_FIELDS = ('phases', 'role', 'position', 'name', 'monitor_mode', 'model', 'sign', 'vebus',
+                'group', 'sections', 'line')
+
+
+class MeterSpec(namedtuple('MeterSpec', _SPEC_FIELDS,
+                           defaults=(None,) * 8 + ((), 0))):
+    """What the map says about one published meter: a single PZEM or a phase group. Immutable;
+    `spec._replace(name=...)` makes a changed copy. (A namedtuple, not a dataclass: dataclasses
+    pulls in inspect and ast, 1.5 MB of the driver's memory.)
+
+    phases        ((phase, address), ...); ('L1', address) for a single meter
+    role          canonical; None = the detected model's default role
+    position, name, monitor_mode
+    model         'ac' or 'dc' when the map overrides auto-detection
+    sign          'vebus': direction from the VE.Bus device's AC input
+    vebus         that device's VRM instance (None: the lowest)
+    group         the group's name, for a phase group
+    sections      the headers as written, e.g. ('ttyUSB0:1',)
+    line          line of the first section's header
+    """
+    __slots__ = ()
 
     @classmethod
     def single(cls, address, **values):
@@ -97,8 +102,8 @@ class MeterMap:
         for spec in specs.values():
             # a port-specific section replaces a plain one: it may take a group's member away
             phases = tuple(p for p in spec.phases if chosen.get(p[1]) is spec)
-            found.append(spec if phases == spec.phases else dataclasses.replace(
-                spec, phases=phases, sections=tuple(
+            found.append(spec if phases == spec.phases else spec._replace(
+                phases=phases, sections=tuple(
                     h for h in spec.sections if map_syntax.section_ident(h)[2] in
                     dict(phases).values())))
         return sorted(found, key=lambda s: s.address)

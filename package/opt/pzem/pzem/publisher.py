@@ -5,12 +5,11 @@ the source of truth for role, position and name, so a change from the GUI is wri
 and refused if that fails. Energy paths carry the driver's own running totals (energy.py), signed
 power and current follow the VE.Bus device's direction for a meter with `sign = vebus`.
 """
-import dataclasses
 import logging
 import re
 import time
 
-from . import map_update, models, roles, settings
+from . import models, roles, settings
 from .busitem import BusItemService
 from .map_syntax import MAX_NAME
 from .meter import ERROR_KINDS
@@ -260,13 +259,14 @@ class Publisher(object):
     # -- changes from the GUI and from the map -------------------------------------------------
 
     def _write_map(self, changes):
+        from . import map_update    # here: the driver loads it only when it writes the map
         sections = self.spec.sections or ('%s:%d' % (self.port, self.spec.address),)
         try:
             map_update.update_many(self.context.map_path, {s: changes for s in sections})
         except map_update.MapWriteError as e:
             self.log.error('change refused, the map could not be written: %s', e)
             return False
-        self.spec = dataclasses.replace(self.spec, sections=sections)
+        self.spec = self.spec._replace(sections=sections)
         return True
 
     def _on_name(self, path, value):
@@ -274,7 +274,7 @@ class Publisher(object):
             return False
         if not self._write_map({'name': value or None}):
             return False
-        self.spec = dataclasses.replace(self.spec, name=value or None)
+        self.spec = self.spec._replace(name=value or None)
         self.log.info('name set to %r', value)
         return True
 
@@ -283,7 +283,7 @@ class Publisher(object):
             return False
         if not self._write_map({'position': value}):
             return False
-        self.spec = dataclasses.replace(self.spec, position=value)
+        self.spec = self.spec._replace(position=value)
         return True
 
     def _on_role(self, path, value):
@@ -304,7 +304,7 @@ class Publisher(object):
         changes = {'role': new, 'position': position, 'monitor_mode': mode}
         if not self._write_map(changes):
             return False
-        self.apply(dataclasses.replace(self.spec, role=new, position=position, monitor_mode=mode))
+        self.apply(self.spec._replace(role=new, position=position, monitor_mode=mode))
         return True
 
     def apply(self, spec):
