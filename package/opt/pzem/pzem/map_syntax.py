@@ -204,7 +204,8 @@ def _group(text):
 
 
 def _name(text):
-    if not text.isprintable():
+    if any(ord(c) < 0x20 or 0x7f <= ord(c) < 0xa0 or 0xd800 <= ord(c) < 0xe000 for c in text):
+        # Unicode's control characters (Cc) and surrogates (Cs), without unicodedata
         raise Bad('the name holds a control character')
     if len(text) > MAX_NAME:
         raise Changed(text[:MAX_NAME].rstrip(), 'the name has %d characters and the GUI shows at '
