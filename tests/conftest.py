@@ -11,7 +11,7 @@ for path in (ROOT, DRIVER_DIR, os.path.join(ROOT, 'tests')):
         sys.path.insert(0, path)
 
 
-from dbus_helpers import private_bus  # noqa: E402  (needs the paths above)
+from dbus_helpers import Client, connect, private_bus  # noqa: E402  (needs the paths above)
 
 
 @pytest.fixture
@@ -19,3 +19,19 @@ def address():
     """The address of a private dbus-daemon, stopped after the test."""
     with private_bus() as address:
         yield address
+
+
+@pytest.fixture
+def bus(address):
+    """A connection of the test's own to the private bus."""
+    bus = connect(address)
+    yield bus
+    bus.close()
+
+
+@pytest.fixture
+def client(address):
+    """An independent BusItem client on the private bus."""
+    client = Client(address)
+    yield client
+    client.close()

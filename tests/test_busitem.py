@@ -16,13 +16,6 @@ UNKNOWN_OBJECT = 'org.freedesktop.DBus.Error.UnknownObject'
 
 
 @pytest.fixture
-def client(address):
-    client = Client(address)
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def recorder(client):
     recorder = SignalRecorder(client)
     yield recorder

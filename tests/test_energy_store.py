@@ -7,7 +7,7 @@ import sys
 import dbus
 import pytest
 
-from dbus_helpers import Client, SignalRecorder, connect, pump_until, run_process
+from dbus_helpers import SignalRecorder, connect, pump_until, run_process
 from pzem import energy, models, settings
 from pzem.energy import EnergyStore, PhaseEnergy, Saved
 
@@ -28,20 +28,6 @@ class Clock(object):
 
 def localsettings(address):
     return run_process([sys.executable, FAKE], address, wait_for_name=SETTINGS)
-
-
-@pytest.fixture
-def bus(address):
-    bus = connect(address)
-    yield bus
-    bus.close()
-
-
-@pytest.fixture
-def client(address):
-    client = Client(address)
-    yield client
-    client.close()
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import sys
 import dbus
 import pytest
 
-from dbus_helpers import Client, SignalRecorder, connect, pump, pump_until, run_process
+from dbus_helpers import SignalRecorder, pump, pump_until, run_process
 from pzem import system
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -17,20 +17,6 @@ FAKE_SETTINGS = os.path.join(HERE, 'fake_localsettings.py')
 SETTINGS = 'com.victronenergy.settings'
 INVALID = dbus.Array([], signature='i')
 STYLES = ('properties', 'items', 'both')
-
-
-@pytest.fixture
-def bus(address):
-    bus = connect(address)
-    yield bus
-    bus.close()
-
-
-@pytest.fixture
-def client(address):
-    client = Client(address)
-    yield client
-    client.close()
 
 
 @pytest.fixture
