@@ -191,7 +191,7 @@ def startup(bench, plan):
         firsts, alls = [], []
         for i in range(plan['starts']):
             with bench.recorder() as rec, \
-                    bench.run(ac_meters(count), [], meter_map(count, model=False),
+                    bench.run(ac_meters(count), [], meter_map(count, model=False, scan=True),
                               name='start-%d-%d' % (count, i)) as run:
                 up = sorted(rec.wait_meters_up(run.started, count, 20.0).values())
                 firsts.append(up[0] - run.started)
@@ -205,8 +205,9 @@ def exit_without_meter(bench, plan):
     """From starting the driver on a port where nothing answers to its exit (device defaults)."""
     rows = []
     cases = (('no map (asks the likely addresses)', None),
-             ('map with 3 meters', meter_map(3, model=False)),
-             ('map with 12 meters (more than the probe time allows)', meter_map(12, model=False)))
+             ('map with 3 meters', meter_map(3, model=False, scan=True)),
+             ('map with 12 meters (more than the probe time allows)',
+              meter_map(12, model=False, scan=True)))
     for label, text in cases:
         times, codes = [], set()
         for i in range(plan['exits']):
@@ -230,7 +231,7 @@ def meter_return(bench, plan):
         downs, ups = [], []
         name = 'return-%d' % count
         with bench.recorder() as rec, \
-                bench.run(meters, [], meter_map(count, model=False), name=name) as run:
+                bench.run(meters, [], meter_map(count, model=False, scan=True), name=name) as run:
             sender = run.wait_connected(range(1, count + 1))[1]
             for _ in range(plan['returns']):
                 silent_at = time.monotonic()

@@ -14,7 +14,7 @@ def newly_connected(bench, plan, say):
     NEW_ADDRESSES is plugged in: the time until a client sees its service with /Connected 1."""
     meters = ac_meters(1)
     times = []
-    with bench.run(meters, [], meter_map(1), name='found') as run:
+    with bench.run(meters, [], meter_map(1, scan=True), name='found') as run:
         run.wait_connected([1])
         for address in NEW_ADDRESSES[:plan['finds']]:
             meter = BenchMeter(address, voltage=230.0, current=4.0, power=828.0,
@@ -38,7 +38,7 @@ def jitter(bench, plan, say):
     rows = []
     for scan in (False, True):
         meters = ac_meters(8)
-        text = meter_map(8) + ('' if scan else '[bus]\nscan = no\n')
+        text = meter_map(8, scan=scan)
         with bench.run(meters, [], text, name='jitter-%s' % ('scan' if scan else 'noscan')) as run:
             run.wait_connected(range(1, 9))
             unanswered = run.sim.stats['unanswered']
@@ -73,7 +73,8 @@ def start_under_faults(bench, plan, say):
         meters = [FaultyMeter(a, voltage=230.0, current=4.0, power=828.0, energy_wh=1000 * a,
                               frequency=50.0, power_factor=0.9, fault_rate=0.2, seed=100 * i + a)
                   for a in range(1, 5)]
-        with bench.run(meters, [], meter_map(4, model=False), name='faulty-%d' % i) as run:
+        with bench.run(meters, [], meter_map(4, model=False, scan=True),
+                       name='faulty-%d' % i) as run:
             run.wait_connected(range(1, 5), timeout=60.0)
             times.append(time.monotonic() - run.started)
         say('start with 20 %% faults: all 4 meters published after %.2f s' % times[-1])

@@ -319,8 +319,10 @@ def render(info, k, r):
           8, 25, 11, 1000 * k['wire'], 1000 * k['turnaround'], k['limit'], 1000 * k['t35'],
           1.0 / (k['wire'] + k['turnaround'] + k['t35'])))
     w('- The meter maps name the model (`model = ac`) for the bus, CPU, soak and profile runs, '
-      'so start-up needs no detection reads; the start-up, exit and return runs use maps '
-      'without it, as most users write them, and the device defaults (`--interval 1`, '
+      'so start-up needs no detection reads, and turn the search for meters the map does not '
+      'name off (`scan = no`), so these figures measure the poll path, the same work as before '
+      'the search existed; the start-up, exit, return and "Finding meters" runs use maps without '
+      'either, as most users write them, and the device defaults (`--interval 1`, '
       '`--timeout 0.5`).\n')
     w('- D-Bus traffic is recorded by `dbus-monitor --pcap` with the match rule '
       '`type=\'signal\',interface=\'com.victronenergy.BusItem\'`; a message\'s size is its '
