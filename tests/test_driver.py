@@ -392,3 +392,14 @@ def test_a_meter_that_could_not_be_published_is_tried_again(tmp_path):
         rig.client.bus.release_name(squatter)
         rig.wait_service(squatter, timeout=6.0)
         rig.wait_value(squatter, '/Connected', lambda v: v == 1)
+
+
+def test_without_d_bus_the_log_says_so_and_not_that_meters_are_silent(tmp_path):
+    with Rig(tmp_path, [grid_meter(1)], '[1]\nrole = grid\n') as rig:
+        rig.start_driver(env={'DBUS_SYSTEM_BUS_ADDRESS': 'unix:path=%s' % (tmp_path / 'nobus')})
+        assert rig.wait_exit(8.0) == 1
+        log = rig.log()
+        assert 'ERROR cannot reach the system D-Bus (' in log
+        assert 'no meter can be published' in log
+        assert log.rstrip().splitlines()[-1] == 'INFO stopping: no D-Bus'
+        assert 'did not answer' not in log and 'does not answer' not in log

@@ -789,3 +789,17 @@ def test_update_then_load_round_trip(base, changes, data, on_port):
     else:
         assert new.startswith(text if text.endswith('\n') or not text else text + '\n')
         assert '[%s]' % header in new[len(text):]
+
+
+@pytest.mark.parametrize('make, message', [
+    (lambda path: '/dev/zero', 'not a regular file (a device, a pipe or a socket), so not a map'),
+    (lambda path: os.mkfifo(path) or path,
+     'not a regular file (a device, a pipe or a socket), so not a map'),
+    (lambda path: open(path, 'wb').write(b'#' * (300 * 1024)) and path,
+     'larger than 256 KiB, so not a meter map'),
+])
+def test_what_is_not_a_map_file_is_one_problem_read_in_bounded_time(tmp_path, make, message):
+    path = make(str(tmp_path / 'pzem.conf'))
+    the_map = meter_map.load(path)      # a device or a FIFO would block or never end
+    assert the_map.problems == ['%s: %s; the map is not used' % (path, message)]
+    assert the_map.broken and not the_map.readable

@@ -966,3 +966,11 @@ def test_check_config_says_when_a_port_section_replaces_a_plain_one(ctl, tmp_pat
     assert done.stdout.splitlines()[0] == (
         'note: [1] is not used on ttyUSB0: [ttyUSB0:1] (line 3) replaces it there; edit that '
         'one, or remove it')
+
+
+def test_check_config_of_a_device_ends_at_once_with_one_sentence(ctl):
+    done = ctl.run_raw('check-config', '/dev/zero')
+    assert done.returncode == 1
+    assert done.stdout == ('/dev/zero: not a regular file (a device, a pipe or a socket), so not '
+                           'a map; the map is not used\n')
+    assert one_sentence(done.stderr) == 'pzemctl: 1 problem(s) in /dev/zero'
