@@ -355,6 +355,47 @@ def test_start_asks_the_map_first_then_the_likely_addresses(wire, clock):
     assert poller.answered == {30, 3}
 
 
+def test_start_makes_its_passes_while_nothing_answers(wire, clock):
+    sim, bus = wire(silence=0.0)
+    poller = Poller(bus, 'ttyPZEM0', [MeterSpec.single(4, model='ac')], 1.0, Publish(),
+                    found=found, scan_timeout=SCAN_TIMEOUT, clock=clock)
+    assert poller.start(T0 + 60) == 0
+    # the map's meter, then the likely addresses; again, while nothing answers; no more
+    assert START_PASSES == 3
+    assert bus.addresses() == ([4] + [a for a in LIKELY if a != 4]) * START_PASSES
+
+
+def test_start_passes_end_at_the_deadline(wire, clock):
+    sim, bus = wire()
+    poller = Poller(bus, 'ttyPZEM0', [MeterSpec.single(4, model='ac')], 1.0, Publish(),
+                    found=found, scan_timeout=SCAN_TIMEOUT, clock=clock)
+    one_pass = len(LIKELY) * SCAN_TIMEOUT       # 4 and the likely addresses but 4
+    deadline = T0 + 1.5 * one_pass
+    assert poller.start(deadline) == 0
+    every = [4] + [a for a in LIKELY if a != 4]
+    assert len(every) < len(bus.asked) < 2 * len(every)
+    assert bus.addresses() == (every * 2)[:len(bus.asked)]
+    assert clock() <= deadline < clock() + SCAN_TIMEOUT + PROBE_MARGIN
+
+
+def test_a_meter_whose_first_reply_is_lost_is_published_by_start_s_second_pass(
+        wire, clock, caplog):
+    caplog.set_level(logging.INFO, logger='pzem')
+    sim, bus = wire(ac(4))
+    sim.meter(4).inject('silent', count=1)
+    publish = Publish()
+    spec = MeterSpec.single(4, model='ac')
+    poller = Poller(bus, 'ttyPZEM0', [spec], 1.0, publish, found=found,
+                    scan_timeout=SCAN_TIMEOUT, clock=clock)
+    assert poller.start(T0 + 60) == 1
+    others = [a for a in LIKELY if a != 4]
+    # pass 1: 4 is silent, and so is every likely address; pass 2: 4 is asked and read, the
+    # likely addresses are asked once more; then no third pass
+    assert bus.addresses() == [4] + others + [4, 4] + others
+    assert [s for s, _ in publish.calls] == [spec] and not poller.waiting
+    assert 'does not answer' not in caplog.text
+
+
 def test_start_stops_at_the_deadline(wire, clock):
     sim, bus = wire(ac(1))
     poller = Poller(bus, 'ttyPZEM0', [MeterSpec.single(1, model='ac')], 1.0, Publish(),
@@ -438,6 +479,28 @@ def test_a_garbled_unmapped_address_is_asked_again_at_once_then_left_for_a_minut
     assert AGAIN_SECONDS <= again - first < AGAIN_SECONDS + step
     assert LIKELY_SECONDS <= minute - again < LIKELY_SECONDS + step
     assert len(times[1]) == 3 and times[1][1] - times[1][0] < AGAIN_SECONDS + step
+
+
+def test_a_likely_address_whose_reply_was_lost_is_asked_again_after_3_s(wire, clock):
+    sim, bus = wire(ac(1), ac(5))
+    sim.meter(5).inject('silent', count=1)      # the start's probe of 5 gets no reply
+    publish = Publish()
+    poller = Poller(bus, 'ttyPZEM0', [MeterSpec.single(1, model='ac')], 1.0, publish,
+                    found=found, scan_timeout=SCAN_TIMEOUT, clock=clock)
+    assert poller.start(T0 + 60) == 1           # 1 answers: one pass
+    assert [a for a in bus.addresses() if a == 5] == [5] and not poller.waiting
+    step = 0.5
+    while len(poller.published) < 2 and clock.now < T0 + LIKELY_SECONDS:
+        clock.now += step
+        poller.tick()
+    times = [at for at, a in bus.asked if a == 5]
+    first, again = times[:2]
+    # asked once more AGAIN_SECONDS later (at the first tick then, and within its slot), then
+    # identified (holding register refused: a PZEM-016, whose input registers are read) and
+    # published: no minute's wait
+    assert times == [first] + [again] * 3
+    assert AGAIN_SECONDS <= again - first < AGAIN_SECONDS + step + poller.slot
+    assert [p.spec.addresses for p in poller.published] == [(1,), (5,)]
 
 
 # -- Poller: the poll loop --------------------------------------------------------------------
@@ -607,6 +670,43 @@ def test_a_publish_that_fails_leaves_the_meter_waiting(wire, clock):
 
 
 # -- Poller: following the map ----------------------------------------------------------------
+
+
+def does_not_answer(caplog, address):
+    """The "does not answer" warnings logged for `address`."""
+    return [r for r in caplog.records if 'but it does not answer' in r.getMessage() and
+            r.getMessage().startswith('ttyPZEM0:%d:' % address)]
+
+
+def test_a_silent_mapped_meter_is_reported_once_and_a_map_edit_keeps_that(wire, clock, caplog):
+    caplog.set_level(logging.INFO, logger='pzem')
+    sim, bus = wire(silence=0.0)
+    four = MeterSpec.single(4, model='ac')
+    poller = Poller(bus, 'ttyPZEM0', [four], 1.0, Publish(), scan=False, clock=clock)
+    assert poller.start(T0 + 10) == 0
+    assert len(does_not_answer(caplog, 4)) == 1
+    waiting, = poller.waiting
+    due, silent = waiting.due, waiting.silent
+    # a new role for 4, and 6 added: 4 keeps its silence count and its next time
+    four_grid, six = MeterSpec.single(4, model='ac', role='grid'), MeterSpec.single(6)
+    poller.apply_map([four_grid, six])
+    assert [w.spec for w in poller.waiting] == [four_grid, six]
+    assert poller.waiting[0] is waiting and (waiting.due, waiting.silent) == (due, silent)
+    assert not does_not_answer(caplog, 6)
+    asked = len(bus.asked)
+    clock.now += 1
+    poller.tick()                               # 6 is asked: silent, and reported after start
+    assert bus.addresses(asked) == [6]
+    assert len(does_not_answer(caplog, 6)) == 1
+    asked = len(bus.asked)
+    end = clock.now + 2 * BACKOFF_SECONDS[-1]
+    while clock.now < end:
+        clock.now += 1
+        poller.tick()
+    # both asked again and again, neither reported again
+    assert bus.addresses(asked).count(4) > 2 and bus.addresses(asked).count(6) > 2
+    assert len(does_not_answer(caplog, 4)) == 1 and len(does_not_answer(caplog, 6)) == 1
+    assert 'role grid' not in caplog.text       # the warning was not repeated for the new role
 
 
 def started_with(wire, clock, specs, *meters, deadline=T0 + 0.1):
