@@ -61,6 +61,7 @@ class Publisher(object):
         self._watch = None
         self._paths = []        # (path, phase index, field), made once per role
         self._signs = None      # the signs published last, to notice a flip
+        self._unsigned = (1,) * len(phases)
         self._followed = ()     # the direction source last logged (() = none yet)
         self.direction = context.directions(spec) if context.directions and spec.sign else None
         self.store = context.stores(self.ident, log) if context.stores else None
@@ -185,7 +186,9 @@ class Publisher(object):
         return self.direction.sign(phase) if self.direction is not None else 1
 
     def signs(self):
-        return tuple(self._sign(phase) for phase, _ in self.phases)
+        if self.direction is None:
+            return self._unsigned
+        return tuple(self.direction.sign(phase) for phase, _ in self.phases)
 
     def update(self, force=False):
         """Publish the phases' current readings in one ItemsChanged (only what changed)."""
