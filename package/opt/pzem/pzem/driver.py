@@ -168,6 +168,12 @@ def main(argv=None):
     def soon(func):
         GLib.idle_add(lambda: bool(func()) and False)
 
+    def serve_pending(most=50):
+        context = GLib.MainContext.default()
+        for _ in range(most):
+            if not context.iteration(False):
+                return
+
     try:
         connection = dbus.SystemBus(private=True)
     except dbus.DBusException as e:
@@ -234,7 +240,8 @@ def main(argv=None):
     poller = Poller(bus, port, follower.current.meters_for(port), interval, publish, found,
                     scan=scan, scan_timeout=args.scan_timeout)
     try:
-        count = poller.start(deadline=started + PROBE_SECONDS)
+        # D-Bus is served between the probes: a meter is on the bus, answering, at once
+        count = poller.start(deadline=started + PROBE_SECONDS, between=serve_pending)
     except modbus.PortGone as e:
         log.error('%s', e)
         log.info('stopping: the serial port went away')

@@ -66,11 +66,13 @@ class Poller(object):
 
     # -- start-up ----------------------------------------------------------------------------
 
-    def start(self, deadline):
+    def start(self, deadline, between=None):
         """Ask every meter of the map, then the likely addresses, until `deadline`; while
-        nothing answers, ask again (one lost reply must not send the driver away). Returns how
-        many meters are published. Raises modbus.PortGone."""
+        nothing answers, ask again (one lost reply must not send the driver away). between(),
+        called after each probe, lets the caller serve what waits (D-Bus asks the meters
+        published so far). Returns how many meters are published. Raises modbus.PortGone."""
         likely = self.discovery.start_up() if self.discovery is not None else []
+        between = between or (lambda: None)
         for _ in range(START_PASSES):
             for waiting in list(self.waiting):
                 if not self._room(deadline):
@@ -79,6 +81,7 @@ class Poller(object):
                 while waiting in self.waiting and waiting.spec.address in self._urgent \
                         and self._room(deadline):
                     self._probe_spec(waiting)
+                between()
             for address in likely:
                 if not self._room(deadline):
                     break
@@ -88,6 +91,7 @@ class Poller(object):
                 self._probe_address(address)
                 while address in self._urgent and self._room(deadline):
                     self._probe_address(address)
+                between()
             if self.published or not (self.waiting or likely) or not self._room(deadline):
                 break
         self._started = True
