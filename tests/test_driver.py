@@ -403,3 +403,20 @@ def test_without_d_bus_the_log_says_so_and_not_that_meters_are_silent(tmp_path):
         assert 'no meter can be published' in log
         assert log.rstrip().splitlines()[-1] == 'INFO stopping: no D-Bus'
         assert 'did not answer' not in log and 'does not answer' not in log
+
+
+@pytest.mark.parametrize('args, sentence', [
+    (['--timeout', '-1'], 'dbus-pzem: argument --timeout: -1 is not a number of seconds above 0'),
+    (['--timeout', 'nan'], 'dbus-pzem: argument --timeout: nan is not a number of seconds above 0'),
+    (['--interval', 'inf'], 'dbus-pzem: argument --interval: inf is not a number of seconds of 0 '
+                            'or more'),
+])
+def test_a_bad_number_on_the_command_line_is_one_sentence_and_exit_3(args, sentence):
+    import subprocess
+    import sys
+    from driver_rig import DRIVER
+    done = subprocess.run([sys.executable, DRIVER] + args + ['ttyUSB0'], capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 3
+    assert done.stderr.splitlines()[-1] == sentence
+    assert 'Traceback' not in done.stderr
