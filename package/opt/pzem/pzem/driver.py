@@ -249,8 +249,8 @@ def main(argv=None):
     if count:
         log.info('%d meter(s) published in %.1fs', count, time.monotonic() - started)
     elif poller.answered:
-        log.error('%d meter(s) answered (address %s) but none could be published on D-Bus: see '
-                  'the lines above', len(poller.answered),
+        log.error('%d meter(s) answered (address %s) but none could be published: see the '
+                  'lines above; the driver stays and tries again', len(poller.answered),
                   ', '.join(map(str, sorted(poller.answered))))
     elif pinned(bus.path):
         # serial-starter restarts a pinned driver at once: exiting would only loop.

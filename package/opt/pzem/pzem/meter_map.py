@@ -35,7 +35,7 @@ class MeterSpec(namedtuple('MeterSpec', _SPEC_FIELDS,
                            defaults=(None,) * 8 + ((), 0))):
     """What the map says about one published meter: a single PZEM or a phase group. Immutable;
     `spec._replace(name=...)` makes a changed copy. (A namedtuple, not a dataclass: dataclasses
-    pulls in inspect and ast, 1.5 MB of the driver's memory.)
+    pulls in inspect and ast, about 1.3 MB of the driver's memory.)
 
     phases        ((phase, address), ...); ('L1', address) for a single meter
     role          canonical; None = the detected model's default role

@@ -27,20 +27,17 @@ def finite(text):
 
 def seconds(text):
     """0 or more seconds, at most MAX_SECONDS (an interval)."""
-    what = 'a number of seconds of 0 or more'
-    value = _float(text, what)
-    if value < 0:
-        raise argparse.ArgumentTypeError('%s is not %s' % (text, what))
-    if value > MAX_SECONDS:
-        raise argparse.ArgumentTypeError('%s seconds is too long: at most %g' % (text, MAX_SECONDS))
-    return value
+    return _seconds(text, 'a number of seconds of 0 or more', lambda value: value >= 0)
 
 
 def positive_seconds(text):
     """More than 0 seconds, at most MAX_SECONDS (a timeout)."""
-    what = 'a number of seconds above 0'
+    return _seconds(text, 'a number of seconds above 0', lambda value: value > 0)
+
+
+def _seconds(text, what, fits):
     value = _float(text, what)
-    if value <= 0:
+    if not fits(value):
         raise argparse.ArgumentTypeError('%s is not %s' % (text, what))
     if value > MAX_SECONDS:
         raise argparse.ArgumentTypeError('%s seconds is too long: at most %g' % (text, MAX_SECONDS))

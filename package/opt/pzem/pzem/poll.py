@@ -48,7 +48,8 @@ class Poller(object):
         self.clock = clock
         self.published = []
         self.waiting = [Waiting(spec) for spec in specs]
-        self.refused = []           # specs whose role does not fit the meter's family
+        self.refused = []           # specs whose role does not fit the meter's family (for the
+                                    # record: they are not asked again until the map changes)
         self.answered = set()       # addresses that answered (published or not)
         self.discovery = Discovery(clock, self._named()) if scan else None
         self._urgent = {}           # address -> garbled replies so far
@@ -105,8 +106,9 @@ class Poller(object):
     # -- the poll loop -----------------------------------------------------------------------
 
     def tick(self):
-        """Poll the next published meter, then one probe if the slot has room (or it waited
-        too long). Raises modbus.PortGone."""
+        """Poll the next published meter, then probes while the slot has room; a probe that
+        waited FORCE_SECONDS runs anyway, alone, and the wait for the next starts at the next
+        tick. Raises modbus.PortGone."""
         started = self.clock()
         if self.published:
             publisher = self.published[self._next % len(self.published)]
