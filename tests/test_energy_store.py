@@ -190,3 +190,41 @@ def test_load_energy_of_a_setting_with_another_type_is_none(address, bus, client
         client.call(SETTINGS, '/', 'AddSettings', [{'path': PATH, 'default': dbus.Int32(5)}],
                     signature='aa{sv}', interface='com.victronenergy.Settings')
         assert settings.load_energy(bus, IDENT, timeout=3.0) is None
+
+
+def test_a_publisher_saves_what_is_due_also_when_the_registers_stay_the_same(
+        address, bus, client, clock, wall, monkeypatch, tmp_path):
+    # A change booked too soon after the last save must not wait for the next change: a
+    # meter whose registers then stay the same (no load, steady voltage) still gets it saved.
+    from pzem.meter import Meter
+    from pzem.meter_map import MeterSpec
+    from pzem.publisher import Context, Instances, Publisher
+    monkeypatch.setenv('DBUS_SYSTEM_BUS_ADDRESS', address)
+
+    def regs(wh):     # 230.0 V, 1 A, 207 W, PF 0.90, 50 Hz, no alarm
+        return [2300, 1000, 0, 2070, 0, wh, 0, 500, 90, 0]
+
+    with localsettings(address):
+        context = Context('ttyUSB0', str(tmp_path / 'pzem.conf'), 'test',
+                          Instances(schedule=lambda func: None),
+                          stores=lambda ident, log: EnergyStore(bus, ident, clock, logger=log),
+                          energy_for=lambda model: PhaseEnergy(model.max_kw, clock, wall),
+                          clock=clock)
+        meter = Meter('ttyUSB0', 1, models.AC, clock=clock)
+        meter.take(regs(100))
+        publisher = Publisher(MeterSpec.single(1, role='grid'), [('L1', meter)], context,
+                              logging.getLogger('test'))
+        try:
+            advance(10, clock, wall)
+            meter.take(regs(150))
+            publisher.update()              # 10 s after the load: not due yet
+            client.sync(SETTINGS)
+            assert client.get_value(SETTINGS, PATH) == ''
+            advance(energy.SAVE_SECONDS, clock, wall)
+            meter.take(regs(150))           # the same registers
+            publisher.update()
+            pump_until(lambda: client.get_value(SETTINGS, PATH) != '', what='the save')
+            assert client.get_value(SETTINGS, PATH).startswith('1 t=%d L1=0.150/0.000@0.150'
+                                                              % (WALL0 + 10))
+        finally:
+            publisher.close(final=False)

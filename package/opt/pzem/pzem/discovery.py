@@ -13,6 +13,7 @@ LIKELY = tuple(range(1, 17)) + (20,)
 LIKELY_SECONDS = 60.0
 AGAIN_SECONDS = 3.0     # a likely address that stayed silent is asked once more this soon
 REST_SECONDS = 5.0
+_UNKNOWN = object()     # next_due() not worked out since the schedule last changed
 
 
 class Discovery(object):
@@ -24,14 +25,17 @@ class Discovery(object):
         self._rest = [a for a in ADDRESSES if a not in LIKELY]
         self._rest_next = 0             # index into _rest
         self._rest_due = 0.0
+        self._next = _UNKNOWN           # next_due()'s answer until the schedule changes
 
     def skip(self, addresses):
         """Do not ask these any more (published, or named by the map)."""
         self._skip.update(addresses)
+        self._next = _UNKNOWN
 
     def unskip(self, addresses):
         """Ask these again (a meter went away from the map or the bus)."""
         self._skip.difference_update(addresses)
+        self._next = _UNKNOWN
         for address in addresses:
             if address in self._likely_due:
                 self._likely_due[address] = self.clock()
@@ -46,6 +50,7 @@ class Discovery(object):
 
     def asked(self, address):
         """`address` was asked now and stayed silent."""
+        self._next = _UNKNOWN
         if address in self._likely_due:
             again = address not in self._again
             (self._again.add if again else self._again.discard)(address)
@@ -54,6 +59,11 @@ class Discovery(object):
 
     def next_due(self):
         """(due time, address) of the next address to ask, or None when there is none."""
+        if self._next is _UNKNOWN:      # asked before every probe the slot has room for
+            self._next = self._find_next()
+        return self._next
+
+    def _find_next(self):
         best = None
         for address, due in self._likely_due.items():
             if address not in self._skip and (best is None or due < best[0]):
@@ -69,6 +79,7 @@ class Discovery(object):
 
     def take(self, address):
         """Remove `address` from the schedule for this round (about to be asked)."""
+        self._next = _UNKNOWN
         if address in self._likely_due:
             self._likely_due[address] = self.clock() + LIKELY_SECONDS
         elif self._rest and self._rest[self._rest_next % len(self._rest)] == address:

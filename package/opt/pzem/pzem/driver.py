@@ -264,6 +264,8 @@ def main(argv=None):
         return 2
     ess_watch = system.EssGridMetering(connection, on_ess)
 
+    map_due = {'at': time.monotonic() + MAP_CHECK_SECONDS}
+
     def tick():
         try:
             poller.tick()
@@ -272,6 +274,14 @@ def main(argv=None):
             stop(1, 'the serial port went away')
         except Exception:   # a bug must not end the polling of every meter silently
             log.exception('poll failed; going on')
+        # The map is looked at here, not on a timer of its own: one wake-up less per check.
+        now = time.monotonic()
+        if now >= map_due['at']:
+            map_due['at'] = now + MAP_CHECK_SECONDS
+            try:
+                check_map()
+            except Exception:
+                log.exception('following the map failed; going on')
         return poller.slot
 
     applied = {'bus': the_map.bus_options(port)}
@@ -285,12 +295,10 @@ def main(argv=None):
                 applied['bus'] = new.bus_options(port)
                 log.info('map: the [bus] settings changed: they apply when the driver starts '
                          'again (svc -t /service/dbus-pzem.%s)', port)
-        return True
 
     ticker = Ticker(tick)
     # The probe's readings are fresh: answer D-Bus first, poll again one slot later.
     ticker.start(poller.slot)
-    GLib.timeout_add(int(MAP_CHECK_SECONDS * 1000), check_map)
     for signum, name in ((signal.SIGTERM, 'SIGTERM'), (signal.SIGINT, 'SIGINT')):
         GLib.unix_signal_add(GLib.PRIORITY_HIGH, signum,
                              lambda name=name: stop(0, 'asked to (%s)' % name) or False)

@@ -209,11 +209,15 @@ class EnergyStore(object):
                              'counters', e)
             return {}
 
+    def due(self):
+        """True when maybe_save() may write (cheap: asked after every poll)."""
+        return bool(self.online) and self.connection is not None and \
+            self.clock() - self._saved_at >= SAVE_SECONDS
+
     def maybe_save(self, phases):
         """After a poll: write when something changed, at most every SAVE_SECONDS.
         phases: {phase name: PhaseEnergy}. Never blocks, never raises."""
-        if not self.online or self.connection is None or \
-                self.clock() - self._saved_at < SAVE_SECONDS:
+        if not self.due():
             return False
         text = self._text(phases)
         if text is None:

@@ -116,6 +116,7 @@ class Bus:
         self._poll = None
         self._rest = b''        # bytes received after the frame being read
         self._last_good = {}    # request -> (reply bytes, registers) of its last good reply
+        self._read_requests = {}    # (address, count) -> the bytes of that input read
         self._writer = None     # pymodbus, for register writes (pzem.pymodbus_link)
 
     def __enter__(self):
@@ -147,8 +148,12 @@ class Bus:
     def read_input(self, address, count, timeout=None):
         """FC 0x04 from register 0: `count` register values. `timeout`: this request's own,
         instead of the bus's (a search for meters waits less than a poll)."""
-        _check_count(count)
-        return self._exchange(_request(address, READ_INPUT, 0, count), count, timeout=timeout)
+        request = self._read_requests.get((address, count))
+        if request is None:     # checked once: a poll asks the same again and again
+            _check_count(count)
+            request = self._read_requests[address, count] = _request(address, READ_INPUT, 0,
+                                                                     count)
+        return self._exchange(request, count, timeout=timeout)
 
     def read_holding(self, address, start, count):
         """FC 0x03: `count` register values from `start`."""
@@ -180,13 +185,14 @@ class Bus:
         if self._fd is None:
             raise PortGone('Serial port %s is not open: open the bus first.' % self.path)
         self.stats['requests'] += 1
-        wait = self._quiet_at - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
+        now = time.monotonic()
+        if self._quiet_at > now:
+            time.sleep(self._quiet_at - now)
+            now = time.monotonic()
         size = 5 + 2 * count if count else len(request)
         try:
             if call is None:
-                reply = self._raw(request, size, timeout or self.timeout)
+                reply = self._raw(request, size, timeout or self.timeout, now)
             else:
                 reply = call(request[0], *args)
         except (OSError, termios.error) as error:
@@ -224,31 +230,35 @@ class Bus:
             self._last_good[request] = (reply, registers)
         return registers
 
-    def _raw(self, request, size, timeout):
+    def _raw(self, request, size, timeout, now):
         """The reply to `request`: `size` bytes, or 5 when the second byte marks an exception;
-        fewer when the timeout ends it first (the timeout starts again once 2 bytes came)."""
+        fewer when the timeout ends it first (the timeout starts again once 2 bytes came).
+        `now`: the monotonic time the request goes out (the timeout counts from there)."""
         if self.local_echo:
             self.send(request)
+            now = time.monotonic()
         elif os.write(self._fd, request) < len(request):
             raise OSError(errno.EIO, 'the request was cut short')
         data, self._rest = self._rest, b''
         if len(data) < size:
             # take() inlined: the wait for a reply, once per read, at every poll
             fd, poll, monotonic = self._fd, self._poll.poll, time.monotonic
-            deadline = monotonic() + timeout
+            deadline = now + timeout
+            left = timeout
             whole = size
             while len(data) < whole:
-                left = deadline - monotonic()
                 if left <= 0 or not poll(1000.0 * left):
                     break
                 chunk = os.read(fd, 256)
                 if not chunk:
                     raise _NoData()
+                now = monotonic()
                 if len(data) < 2 <= len(data) + len(chunk):     # the head is in: its own timeout
-                    deadline = monotonic() + timeout
+                    deadline = now + timeout
                 data += chunk
                 if data[1:2] and data[1] & 0x80:
                     whole = 5
+                left = deadline - now
         if len(data) >= 2 and data[1] & 0x80:
             size = 5
         if len(data) > size:

@@ -114,6 +114,8 @@ class Poller(object):
             publisher = self.published[self._next % len(self.published)]
             self._next += 1
             publisher.poll(self.bus)
+            if not (self._urgent or self.waiting or self.discovery is not None):
+                return              # nothing to probe, ever, until the map changes
         while True:
             probe = self._next_probe()
             if probe is None:

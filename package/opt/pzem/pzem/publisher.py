@@ -203,7 +203,7 @@ class Publisher(object):
             self._followed = direction.service
             self.log.info('direction from %s', direction.describe())
         if not force and signs == self._signs and not any(m.fresh for _, m in self.phases):
-            self._save_energy()
+            self._save_energy()     # what changed a while ago may be due now
             return
         self._signs = signs
         meters = [m for _, m in self.phases]
@@ -253,7 +253,7 @@ class Publisher(object):
         svc['/Ac/PowerFactor'] = totals['power_factor']
 
     def _save_energy(self):
-        if self.store is not None:
+        if self.store is not None and self.store.due():
             self.store.maybe_save(self._energies())
 
     def _energies(self):
