@@ -7,6 +7,7 @@ import argparse
 import logging
 import os
 import signal
+import threading
 import sys
 import time
 
@@ -152,21 +153,34 @@ def main(argv=None):
     import dbus.mainloop.glib
     from gi.repository import GLib
     from . import energy, system
+    from .poll_thread import PollThread
     from .publisher import Context, Instances, Publisher
-    from .ticker import Ticker
     dbus.mainloop.glib.DBusGMainLoop(set_as_default=True)
+    dbus.mainloop.glib.threads_init()   # the poll thread sends on the same connections
     loop = GLib.MainLoop()
     outcome = {'code': 0}
     follower = MapFollower(args.config, the_map)
+    # Held by the poll thread for each tick, and by the main thread around everything it does
+    # to the meters (changes from D-Bus, scheduled re-registrations): see poll_thread.py.
+    lock = threading.RLock()
+    poll_thread = PollThread(lambda: tick(), lock,
+                             on_crash=lambda: stop(1, 'the poll loop failed'))
 
     def stop(code, why):
-        if outcome.get('why') is None:
+        with lock:
+            first = outcome.get('why') is None
+            outcome.update(code=code, why=why)
+        if first:
             log.info('stopping: %s', why)
-        outcome.update(code=code, why=why)
+        poll_thread.halt()
         loop.quit()
 
     def soon(func):
-        GLib.idle_add(lambda: bool(func()) and False)
+        def run():
+            with lock:
+                func()
+            return False
+        GLib.idle_add(run)
 
     def serve_pending(most=50):
         context = GLib.MainContext.default()
@@ -182,7 +196,7 @@ def main(argv=None):
         bus.close()
         return 1
     directions = system.Directions(connection)
-    context = Context(port, args.config, version, Instances(schedule=soon),
+    context = Context(port, args.config, version, Instances(schedule=soon), lock=lock,
                       directions=lambda spec: directions.get(spec.vebus),
                       stores=lambda ident, log: energy.EnergyStore(connection, ident,
                                                                    logger=log),
@@ -232,10 +246,11 @@ def main(argv=None):
                     'Inverter/Charger')
 
     def on_ess(value):
-        changed = value != ess['value']
-        ess['value'] = value
-        if changed:
-            warn_if_unsigned_grid(poller.published)
+        with lock:
+            changed = value != ess['value']
+            ess['value'] = value
+            if changed:
+                warn_if_unsigned_grid(poller.published)
 
     poller = Poller(bus, port, follower.current.meters_for(port), interval, publish, found,
                     scan=scan, scan_timeout=args.scan_timeout)
@@ -296,16 +311,15 @@ def main(argv=None):
                 log.info('map: the [bus] settings changed: they apply when the driver starts '
                          'again (svc -t /service/dbus-pzem.%s)', port)
 
-    ticker = Ticker(tick)
     # The probe's readings are fresh: answer D-Bus first, poll again one slot later.
-    ticker.start(poller.slot)
+    poll_thread.start(poller.slot)
     for signum, name in ((signal.SIGTERM, 'SIGTERM'), (signal.SIGINT, 'SIGINT')):
         GLib.unix_signal_add(GLib.PRIORITY_HIGH, signum,
                              lambda name=name: stop(0, 'asked to (%s)' % name) or False)
     try:
         loop.run()
     finally:
-        ticker.stop()
+        poll_thread.stop()
         ess_watch.close()
         poller.close()
         directions.close()

@@ -7,6 +7,7 @@ power and current follow the VE.Bus device's direction for a meter with `sign = 
 """
 import logging
 import re
+import threading
 import time
 
 from . import models, roles, settings
@@ -33,7 +34,7 @@ class Context(object):
     direction sources and the energy store; the driver makes one."""
 
     def __init__(self, port, map_path, version, instances, directions=None, stores=None,
-                 energy_for=None, on_start=None, clock=time.monotonic):
+                 energy_for=None, on_start=None, clock=time.monotonic, lock=None):
         self.port = port
         self.map_path = map_path
         self.version = version
@@ -43,6 +44,15 @@ class Context(object):
         self.energy_for = energy_for    # energy_for(model) -> energy.PhaseEnergy, or None
         self.on_start = on_start        # on_start(publisher): after each (re-)registration
         self.clock = clock
+        self.lock = lock or threading.RLock()   # the poll thread's (see poll_thread.py)
+
+    def guard(self, func):
+        """func, run with the lock held: for what the main thread calls (D-Bus writes and
+        signals), so it never meets a poll tick half-way."""
+        def guarded(*args):
+            with self.lock:
+                return func(*args)
+        return guarded
 
 
 class Publisher(object):
@@ -102,7 +112,8 @@ class Publisher(object):
             svc.close()
             raise
         if self.context.instances.online:
-            self._watch = settings.watch(svc.connection, self.ident, self._on_instance)
+            self._watch = settings.watch(svc.connection, self.ident,
+                                         self.context.guard(self._on_instance))
         self.log.info('%s published as %s, VRM instance %d%s', self.product, self.servicename,
                       instance, ', direction from the VE.Bus device' if self.direction else '')
         if self.context.on_start is not None:
@@ -136,12 +147,14 @@ class Publisher(object):
         svc.add_path('/HardwareVersion', None)
         svc.add_path('/Serial', self.ident)
         svc.add_path('/Connected', 0)
-        svc.add_path('/CustomName', spec.name or '', writeable=True, on_change=self._on_name)
-        svc.add_path('/Role', role, writeable=True, on_change=self._on_role)
+        guard = self.context.guard
+        svc.add_path('/CustomName', spec.name or '', writeable=True,
+                     on_change=guard(self._on_name))
+        svc.add_path('/Role', role, writeable=True, on_change=guard(self._on_role))
         svc.add_path('/AllowedRoles', list(roles.FAMILY_ROLES[self.family]))
         if role in roles.POSITIONS:
             svc.add_path('/Position', self._position(spec), writeable=True,
-                         on_change=self._on_position)
+                         on_change=guard(self._on_position))
         if role in roles.MONITOR_MODES:
             svc.add_path('/Settings/MonitorMode', self._monitor_mode(spec))
         if roles.is_generic_meter(role):

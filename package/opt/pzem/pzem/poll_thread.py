@@ -1,0 +1,76 @@
+"""The poll loop's own thread: one tick per slot, on an ideal schedule, off the GLib main loop.
+
+Why a thread: every wake-up of the main loop walks the GLib sources of every D-Bus connection
+(one per published meter), and that walk cost as much as the whole read (docs/benchmarks.md).
+The thread sleeps until the next slot, runs the tick (read, check, publish) and sleeps again;
+the main loop wakes only for what comes in from D-Bus. The tick runs with `lock` held, and
+everything the main thread does to the meters takes the same lock first (Context.guard), so
+the two never interleave; D-Bus reads of published values need no lock.
+
+The schedule is start + k x period, so hours of polling do not drift. A tick that itself lasts a
+period or more (a bus with no gaps left) is not chased: the schedule starts again from it.
+"""
+import logging
+import threading
+import time
+
+log = logging.getLogger('pzem')
+
+
+class PollThread(object):
+    def __init__(self, tick, lock, clock=time.monotonic, on_crash=None, wait=None):
+        """tick() -> the period (s) wanted from now on; it may change it (meters come and go).
+        on_crash(): called (in the thread) when the loop itself fails, after it logged why.
+        wait(seconds) -> True once halted: how the thread sleeps (tests give a fake clock's)."""
+        self._tick = tick
+        self.lock = lock
+        self.clock = clock
+        self.on_crash = on_crash
+        self._halt = threading.Event()
+        self._wait = wait or self._halt.wait
+        self._thread = None
+        self.period = None
+        self.ticks = 0
+
+    def start(self, period, first_delay=None):
+        self.period = period
+        due = self.clock() + (period if first_delay is None else first_delay)
+        self._thread = threading.Thread(target=self._run, args=(due,), name='poll',
+                                        daemon=True)
+        self._thread.start()
+
+    def halt(self):
+        """Ask the loop to end after the tick in progress (any thread may ask)."""
+        self._halt.set()
+
+    def stop(self, timeout=5.0):
+        """End the loop and wait for it: never from the poll thread itself."""
+        self._halt.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _run(self, due):
+        try:
+            while not self._wait(max(0.0, due - self.clock())):
+                due = self.run_tick(due)
+        except Exception:
+            log.exception('the poll loop failed')
+            if self.on_crash is not None:
+                self.on_crash()
+
+    def run_tick(self, due):
+        """One tick, due at `due`; returns when the next is due."""
+        fired = self.clock()
+        with self.lock:
+            period = self._tick()
+        self.ticks += 1
+        if period != self.period:
+            self.period = period
+            return fired + period
+        due += period
+        if due <= self.clock():
+            # Behind by a whole period (a tick that lasts its slot on a bus without gaps, or a
+            # stalled machine): nothing to chase; start afresh from this tick.
+            return fired + period
+        return due

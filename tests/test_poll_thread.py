@@ -1,0 +1,148 @@
+"""pzem.poll_thread.PollThread: its schedule with a fake clock (the thread sleeps through a model
+of Event.wait that moves the clock instead), and the real thread for the lock, halt and stop."""
+import logging
+import threading
+import time
+
+import pytest
+
+from pzem.poll_thread import PollThread
+
+PERIOD = 1.0
+T0 = 1000.0
+
+
+class Model(object):
+    """A fake clock and the thread's sleep on it: wait(d) moves the clock by d plus `latency`
+    (a wake-up that comes late), and reports a halt once `ticks` ticks ran."""
+
+    def __init__(self, latency=0.0):
+        self.now = T0
+        self.latency = latency
+        self.halted = threading.Event()
+
+    def __call__(self):
+        return self.now
+
+    def wait(self, seconds):
+        if self.halted.is_set():
+            return True
+        self.now += seconds + self.latency
+        return False
+
+
+def run(model, ticks_wanted, periods=None, stall=None, first_delay=None, lock=None):
+    """Run the real thread until `ticks_wanted` ticks; returns the fake times of the ticks.
+    periods: {tick number: new period}; stall: {tick number: seconds the tick takes}."""
+    ticks = []
+    state = {'period': PERIOD}
+
+    def tick():
+        ticks.append(model.now)
+        state['period'] = (periods or {}).get(len(ticks), state['period'])
+        model.now += (stall or {}).get(len(ticks), 0.0)
+        if len(ticks) >= ticks_wanted:
+            model.halted.set()
+        return state['period']
+
+    poller = PollThread(tick, lock or threading.RLock(), clock=model, wait=model.wait)
+    poller.start(PERIOD, first_delay=first_delay)
+    poller.stop(timeout=10.0)
+    assert len(ticks) == ticks_wanted
+    return ticks, poller
+
+
+def test_on_time_ticks_keep_to_the_schedule():
+    ticks, _ = run(Model(), 200)
+    assert ticks == pytest.approx([T0 + k * PERIOD for k in range(1, 201)])
+
+
+def test_late_wake_ups_do_not_drift():
+    model = Model(latency=0.013)
+    ticks, _ = run(model, 600)
+    late = [t - (T0 + k * PERIOD) for k, t in enumerate(ticks, 1)]
+    # waking 13 ms late each time and counting from there would be 600 x 13 ms = 7.8 s late
+    assert max(late) == pytest.approx(0.013)
+    assert min(late) >= 0.0
+
+
+def test_a_new_period_counts_from_the_tick_that_asked_for_it():
+    ticks, poller = run(Model(), 50, periods={10: 0.25})
+    assert ticks[:10] == pytest.approx([T0 + k * PERIOD for k in range(1, 11)])
+    assert ticks[10:] == pytest.approx([ticks[9] + k * 0.25 for k in range(1, 41)])
+    assert poller.period == 0.25
+
+
+def test_a_long_stall_starts_the_schedule_afresh():
+    ticks, _ = run(Model(), 20, stall={5: 3.5 * PERIOD})
+    resumed = T0 + 5 * PERIOD + 3.5 * PERIOD
+    # no burst of ticks to catch up: the next tick runs as the stall ends, then one a period
+    assert ticks[5:] == pytest.approx([resumed + k * PERIOD for k in range(15)])
+
+
+def test_a_long_tick_within_its_period_keeps_the_schedule():
+    ticks, _ = run(Model(), 10, stall={3: 0.4 * PERIOD})
+    assert ticks == pytest.approx([T0 + k * PERIOD for k in range(1, 11)])
+
+
+def test_ticks_longer_than_their_period_are_followed_not_chased():
+    ticks, _ = run(Model(), 30, stall=dict((k, 1.1 * PERIOD) for k in range(1, 31)))
+    # a bus without gaps: each tick starts as the one before ends
+    assert ticks == pytest.approx([T0 + PERIOD + k * 1.1 * PERIOD for k in range(30)])
+
+
+def test_first_delay_then_the_period():
+    ticks, _ = run(Model(), 5, first_delay=0.0)
+    assert ticks == pytest.approx([T0 + k * PERIOD for k in range(5)])
+
+
+def test_each_tick_holds_the_lock_and_the_main_thread_waits_for_it():
+    lock = threading.Lock()
+    held = []
+    entered, release = threading.Event(), threading.Event()
+
+    def tick():
+        held.append(lock.locked())
+        entered.set()
+        release.wait(5.0)
+        return 0.001
+
+    poller = PollThread(tick, lock)
+    poller.start(0.001, first_delay=0.0)
+    try:
+        assert entered.wait(5.0)
+        assert not lock.acquire(blocking=False)     # the main thread cannot step in now
+        release.set()
+        with lock:                                  # it gets the lock once the tick is over
+            pass
+    finally:
+        release.set()
+        poller.stop()
+    assert held and all(held)
+
+
+def test_stop_ends_a_real_loop_and_no_tick_runs_after_it():
+    ticks = []
+    poller = PollThread(lambda: ticks.append(time.monotonic()) or 0.005, threading.RLock())
+    poller.start(0.005)
+    deadline = time.monotonic() + 5.0
+    while len(ticks) < 3 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    poller.stop()
+    count = len(ticks)
+    time.sleep(0.05)
+    assert count >= 3 and len(ticks) == count
+
+
+def test_a_failing_loop_says_so_and_calls_on_crash(caplog):
+    crashed = threading.Event()
+
+    def tick():
+        raise RuntimeError('a bug')
+
+    poller = PollThread(tick, threading.RLock(), on_crash=crashed.set)
+    with caplog.at_level(logging.ERROR, logger='pzem'):
+        poller.start(0.001, first_delay=0.0)
+        assert crashed.wait(5.0)
+        poller.stop()
+    assert 'the poll loop failed' in caplog.text and 'RuntimeError: a bug' in caplog.text
