@@ -213,6 +213,38 @@ def test_nested_batches_send_one_signal(make_service, client, recorder):
     assert len(recorder.signals(NAME)[0][3]) == 3
 
 
+def test_update_sends_one_items_changed_with_only_the_changed_paths(make_service, client,
+                                                                     recorder):
+    svc = meter(make_service)
+    svc.update({'/Ac/Power': 230.0, '/Ac/L1/Power': 12.5, '/Ac/L1/Voltage': 231.0,
+                '/Connected': True})            # True == 1 and 12.5: unchanged
+    svc.update({'/Ac/Power': 230.0})            # nothing changed: no signal
+    svc.update({'/Ac/Power': 230})              # an int after a float: another D-Bus type
+    client.sync(NAME)
+    assert [(r[1], r[2], dict(r[3])) for r in recorder.signals(NAME)] == [
+        ('/', 'ItemsChanged', {'/Ac/Power': {'Value': 230.0, 'Text': '230 W'},
+                               '/Ac/L1/Voltage': {'Value': 231.0, 'Text': '231.0'}}),
+        ('/', 'ItemsChanged', {'/Ac/Power': {'Value': 230, 'Text': '230 W'}}),
+    ]
+    assert client.get_value(NAME, '/Ac/L1/Voltage') == 231.0
+    with pytest.raises(KeyError):
+        svc.update({'/No/Such/Path': 1})
+
+
+def test_update_inside_a_batch_joins_it_and_before_register_sends_nothing(
+        make_service, client, recorder):
+    svc = meter(make_service, register=False)
+    svc.update({'/Ac/Power': 10.0})
+    svc.register()
+    with svc:
+        svc['/Connected'] = 0
+        svc.update({'/Ac/Power': 11.0})
+    client.sync(NAME)
+    assert [(r[1], r[2], dict(r[3])) for r in recorder.signals(NAME)] == [
+        ('/', 'ItemsChanged', {'/Connected': {'Value': 0, 'Text': '0'},
+                               '/Ac/Power': {'Value': 11.0, 'Text': '11 W'}})]
+
+
 def test_single_set_sends_properties_changed_on_the_path_only_when_changed(
         make_service, client, recorder):
     svc = meter(make_service)

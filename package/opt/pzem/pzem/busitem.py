@@ -6,6 +6,7 @@
     svc.register()                 # request the name only now, after all paths exist
     with svc:                      # one ItemsChanged on '/' with only the changed values
         svc['/Ac/Power'] = 230.0
+    svc.update({'/Ac/Power': 231.0, '/Connected': 1})     # the same, for a whole poll at once
     svc['/Connected'] = 1          # outside a batch: PropertiesChanged on '/Connected'
     svc.close()
 
@@ -94,6 +95,26 @@ class BusItemService:
             return
         old, item.value = item.value, value
         self._changed(path, old)
+
+    def update(self, values):
+        """{path: value}: set them all; one ItemsChanged with those that changed (the poll's
+        path: the same as `with svc:` around one assignment each, in fewer steps)."""
+        if self._depth:
+            for path, value in values.items():
+                self[path] = value
+            return
+        items = self._items
+        changes = {}
+        for path, value in values.items():
+            item = items[path]
+            if type(value) not in _PLAIN_TYPES:
+                value = _plain(value)
+            if _same(item.value, value):
+                continue
+            item.value = value
+            changes[path] = {'Value': _wrap(value), 'Text': _text(item)}
+        if changes and self._registered:
+            self._root.ItemsChanged(changes)
 
     def __enter__(self):
         self._depth += 1
@@ -229,6 +250,7 @@ class _Root(dbus.service.FallbackObject):
 
 
 _NEW = object()   # "no value before": a path added after register()
+_PLAIN_TYPES = (type(None), int, float, str)
 
 
 def _same(a, b):

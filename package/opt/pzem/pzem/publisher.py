@@ -222,48 +222,48 @@ class Publisher(object):
         meters = [m for _, m in self.phases]
         readings = [m.reading for m in meters]
         signed = self.spec.sign is not None
-        with svc:
-            svc['/Connected'] = 1 if any(m.connected for m in meters) else 0
-            for path, index, f in self._paths:
-                reading, meter = readings[index], meters[index]
-                if f.kind == 'counter':
-                    svc[path] = _kwh(meter.energy.forward if meter.energy else None)
-                elif reading is None:
-                    svc[path] = None
-                elif f.kind == 'alarm':
-                    svc[path] = ALARM_LEVEL.get(reading[f.name], 2)
-                elif f.kind == 'signed' and signs[index] < 0:
-                    svc[path] = -reading[f.name]
-                else:
-                    svc[path] = reading[f.name]
-            if self.family == 'ac':
-                self._update_ac_totals(svc, readings, signs, signed)
-            for kind in ERROR_KINDS:
-                svc[ERROR_PATHS[kind]] = sum(m.errors[kind] for m in meters)
-            svc[ENERGY_DROPPED] = sum(m.energy.dropped for m in meters if m.energy)
+        values = {'/Connected': 1 if any(m.connected for m in meters) else 0}
+        for path, index, f in self._paths:
+            reading, meter = readings[index], meters[index]
+            if f.kind == 'counter':
+                values[path] = _kwh(meter.energy.forward if meter.energy else None)
+            elif reading is None:
+                values[path] = None
+            elif f.kind == 'alarm':
+                values[path] = ALARM_LEVEL.get(reading[f.name], 2)
+            elif f.kind == 'signed' and signs[index] < 0:
+                values[path] = -reading[f.name]
+            else:
+                values[path] = reading[f.name]
+        if self.family == 'ac':
+            self._ac_totals(values, readings, signs, signed)
+        for kind in ERROR_KINDS:
+            values[ERROR_PATHS[kind]] = sum(m.errors[kind] for m in meters)
+        values[ENERGY_DROPPED] = sum(m.energy.dropped for m in meters if m.energy)
+        svc.update(values)
         self._save_energy()
 
-    def _update_ac_totals(self, svc, readings, signs, signed):
+    def _ac_totals(self, values, readings, signs, signed):
         forwards, reverses = [], []
         for (phase, meter) in self.phases:
             energy = meter.energy
             reverse = energy.reverse if energy and signed else None
-            svc['/Ac/%s/Energy/Reverse' % phase] = _kwh(reverse)
+            values['/Ac/%s/Energy/Reverse' % phase] = _kwh(reverse)
             forwards.append(energy.forward if energy else None)
             reverses.append(reverse)
-        svc['/Ac/Energy/Forward'] = _kwh(None if None in forwards else sum(forwards))
-        svc['/Ac/Energy/Reverse'] = _kwh(None if None in reverses else sum(reverses))
+        values['/Ac/Energy/Forward'] = _kwh(None if None in forwards else sum(forwards))
+        values['/Ac/Energy/Reverse'] = _kwh(None if None in reverses else sum(reverses))
         if None not in readings:
             readings = [dict(r, power=-r['power'], current=-r['current']) if sign < 0 else r
                         for r, sign in zip(readings, signs)]
         totals = models.phase_totals(readings)
         if totals is None:
             for path in ('/Ac/Power', '/Ac/Frequency', '/Ac/PowerFactor'):
-                svc[path] = None
+                values[path] = None
             return
-        svc['/Ac/Power'] = round(totals['power'], 1)
-        svc['/Ac/Frequency'] = readings[0]['frequency']
-        svc['/Ac/PowerFactor'] = totals['power_factor']
+        values['/Ac/Power'] = round(totals['power'], 1)
+        values['/Ac/Frequency'] = readings[0]['frequency']
+        values['/Ac/PowerFactor'] = totals['power_factor']
 
     def _save_energy(self):
         if self.store is not None and self.store.due():
