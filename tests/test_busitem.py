@@ -2,6 +2,7 @@
 import os
 import sys
 import textwrap
+import threading
 
 import dbus
 import pytest
@@ -151,6 +152,29 @@ def test_set_value_codes_and_callback(make_service, client, recorder):
 
     assert client.set_value(NAME, '/Position', 2) == 0
     assert svc['/Position'] == 2 and type(svc['/Position']) is int
+
+
+def test_set_value_waits_for_the_services_lock(address, client):
+    # The driver's poll thread holds the lock during a tick: a write from the GUI is handled
+    # after it, on_change and the change together.
+    lock = threading.Lock()
+    events = []
+    svc = BusItemService(NAME, bus=connect(address), lock=lock)
+    svc.add_path('/CustomName', 'old', writeable=True,
+                 on_change=lambda path, value: events.append(('on_change', lock.locked())) or True)
+    svc.register()
+    try:
+        lock.acquire()
+        releaser = threading.Timer(0.3, lambda: (events.append(('released', None)),
+                                                 lock.release()))
+        releaser.start()
+        assert client.set_value(NAME, '/CustomName', 'new') == 0
+        releaser.join()
+        assert events == [('released', None), ('on_change', True)]
+        assert svc['/CustomName'] == 'new' and not lock.locked()
+    finally:
+        svc.close()
+        svc.connection.close()
 
 
 @pytest.mark.parametrize('wire, plain', [

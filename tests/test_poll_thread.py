@@ -134,6 +134,14 @@ def test_stop_ends_a_real_loop_and_no_tick_runs_after_it():
     assert count >= 3 and len(ticks) == count
 
 
+def test_stop_does_not_wait_for_a_long_period_to_end():
+    poller = PollThread(lambda: 60.0, threading.RLock())
+    poller.start(60.0)
+    started = time.monotonic()
+    poller.stop(timeout=30.0)
+    assert time.monotonic() - started < 5.0     # woken by halt(), not by the 60 s sleep
+
+
 def test_a_failing_loop_says_so_and_calls_on_crash(caplog):
     crashed = threading.Event()
 

@@ -290,12 +290,14 @@ def main(argv=None):
         if args.per_read or len(args.drivers) > 1:
             say('== per read: %s' % ', '.join(label for label, _ in args.drivers))
             found = per_read.measure(bench, args.drivers, args.runs, args.plan['per_read'], say)
+            floor = per_read.measure_floor(bench, args.runs, args.plan['per_read'], say)
         for key, measure in sections:
             say('== %s' % key)
             results[key] = measure(bench, args.plan)
     if args.per_read or len(args.drivers) > 1:
         results['per_read'] = per_read.render(found, args.drivers, args.runs,
-                                              args.plan['per_read'])
+                                              args.plan['per_read']) + per_read.render_floor(
+            floor, found, [label for label, _ in args.drivers], args.runs, args.plan['per_read'])
         for row in per_read.summary(found, [label for label, _ in args.drivers]):
             say(' | '.join(row))
     info['duration'] = time.monotonic() - began

@@ -10,8 +10,10 @@ import os
 import statistics
 import time
 
-from harness import Changer, ac_meters, meter_map
+from harness import HERE, Changer, ac_meters, meter_map
 import report
+
+FLOOR = os.path.join(HERE, 'floor_driver.py')
 
 COUNTS = (1, 8, 16)
 WARMUP = 2.0        # seconds after all meters are connected, before the window opens
@@ -48,6 +50,50 @@ def measure(bench, drivers, runs, window, say):
                     i + 1, runs, label, count, 'changing' if changing else 'steady',
                     row['us'], row['hwm'] / 1024.0))
     return found
+
+
+def measure_floor(bench, runs, window, say):
+    """{count: [CPU µs per read of floor_driver.py, ...]}, values steady, as measure() does."""
+    found = {}
+    for i in range(runs):
+        for count in COUNTS:
+            meters = ac_meters(count)
+            with bench.run(meters, ['--interval', '1'], meter_map(count), name='floor-%d' % count,
+                           driver=FLOOR) as run:
+                deadline = time.monotonic() + 20.0
+                while min(run.requests().values()) == 0 and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                time.sleep(WARMUP)
+                cpu, reads = run.runtime(), sum(run.requests().values())
+                time.sleep(window)
+                cpu, reads = run.runtime() - cpu, sum(run.requests().values()) - reads
+            found.setdefault(count, []).append(1e6 * cpu / reads)
+            say('run %d/%d, floor  %2d meters         : %4.0f µs per read' % (
+                i + 1, runs, count, found[count][-1]))
+    return found
+
+
+def render_floor(floor, found, labels, runs, window):
+    """What the floor costs, next to the driver's steady figures: the part of a read that is
+    the machine's (wake-ups, system calls), and the part that is ours."""
+    out = ['\n### The floor: what a read costs with no work in it\n\n'
+           '`tools/bench/floor_driver.py` has the driver\'s skeleton and nothing else: one '
+           'D-Bus connection per meter, a thread that wakes once per slot, writes the request, '
+           'waits for the reply and reads it; no check, no decode, no publishing. Measured as '
+           'above (values steady, mean of %d runs of %d s). What the driver costs above it is '
+           'the work of our own code; the floor itself is wake-ups and system calls, and only '
+           'fewer wake-ups per read can lower it.\n\n' % (runs, window)]
+    rows = []
+    for count in COUNTS:
+        mean = statistics.mean(floor[count])
+        row = ['%d meter%s' % (count, 's' if count > 1 else ''), '%.0f µs' % mean]
+        for label in labels:
+            driver = _mean(found[(label, count, False)], 'us')
+            row.append('%.0f µs (+%.0f)' % (driver, driver - mean))
+        rows.append(row)
+    out.append(report.table(['values steady', 'floor'] + ['%s (above the floor)' % label
+                                                          for label in labels], rows))
+    return ''.join(out)
 
 
 def _mean(rows, key):

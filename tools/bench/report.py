@@ -123,31 +123,23 @@ POLL_PATH = (
     ('Poller.tick: one poll, everything below', 'pzem/poll.py', 'tick'),
     ('  Meter.poll: read, decode, check', 'pzem/meter.py', 'poll'),
     ('    Bus.read_input: the Modbus seam', 'pzem/modbus.py', 'read_input'),
-    ('      Bus.send: os.write of the request', 'pzem/modbus.py', 'send'),
+    ('      Bus._raw: the request out, the reply in', 'pzem/modbus.py', '_raw'),
     ('        os.write', '~', '<built-in method posix.write>'),
-    ('      Bus.take: wait for the reply and read it', 'pzem/modbus.py', 'take'),
     ('        poll', '~', "<method 'poll' of 'select.poll' objects>"),
     ('        os.read', '~', '<built-in method posix.read>'),
     ('      time.sleep (rest of the t3.5 silence)', '~', '<built-in method time.sleep>'),
     ('      tcflush (after a failed exchange only)', '~', '<built-in method termios.tcflush>'),
-    ('      pymodbus transaction (execute)', 'pymodbus/transaction.py', 'execute'),
-    ('        pyserial read', 'serial/serialposix.py', 'read'),
-    ('        pyserial write', 'serial/serialposix.py', 'write'),
-    ('        pymodbus computeCRC (send + check)', 'pymodbus/utilities.py', 'computeCRC'),
-    ('        pymodbus hexlify_packets (debug text)', 'pymodbus/utilities.py', 'hexlify_packets'),
-    ('      pyserial reset_input_buffer', 'serial/serialposix.py', 'reset_input_buffer'),
     ('      check_reply (incl. our CRC)', ('pzem/rtu.py', 'pzem/modbus.py'), 'check_reply'),
     ('    Model.decode', 'pzem/models.py', 'decode'),
     ('    Model.check', 'pzem/models.py', 'check'),
     ('    Meter._check_energy', 'pzem/meter.py', '_check_energy'),
+    ('    PhaseEnergy.book: the driver\'s own totals', 'pzem/energy.py', 'book'),
     ('  Publisher.update: publish one poll', 'pzem/publisher.py', 'update'),
-    ('    BusItemService.__setitem__ (every path)', 'pzem/busitem.py', '__setitem__'),
-    ('    BusItemService.__exit__: build + send ItemsChanged', 'pzem/busitem.py', '__exit__'),
+    ('    BusItemService.update: what changed, one ItemsChanged', 'pzem/busitem.py', 'update'),
     ('      _text: text of each changed value', 'pzem/busitem.py', '_text'),
     ('      _wrap: D-Bus type of each changed value', 'pzem/busitem.py', '_wrap'),
     ('      dbus-python emit_signal (marshal + send)', 'dbus/decorators.py', 'emit_signal'),
-    ('GLib.timeout_add (re-arming the tick)', 'gi/overrides/GLib.py', 'timeout_add'),
-    ('logging.debug calls (all, mostly pymodbus)', 'logging/__init__.py', 'debug'),
+    ('logging.debug calls', 'logging/__init__.py', 'debug'),
 )
 
 
@@ -415,8 +407,9 @@ def profile_section(run, prof, unprofiled):
     out = []
     w = out.append
     w('## Profile of the poll path\n\n')
-    w('The driver under cProfile with a CPU-time clock (`tools/bench/profiled_driver.py`: '
-      'waiting for the serial port or the main loop costs nothing), 8 meters at `--interval 0`, '
+    w('The driver under cProfile with a per-thread CPU-time clock, the poll thread and the main '
+      'thread each (`tools/bench/profiled_driver.py`: waiting for the serial port or the main '
+      'loop costs nothing), 8 meters at `--interval 0`, '
       'values changing; profiling runs for %d s from 2 s after all meters are connected, %d polls '
       '(stats: `%s`, read with `python -m pstats`). The profiler itself slows Python calls down: '
       'a poll costs %s µs of CPU here %s, so read the shares, not the absolute numbers.\n\n' % (

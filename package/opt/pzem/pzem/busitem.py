@@ -15,6 +15,8 @@ ItemsChanged; every path serves GetValue, GetText, SetValue and emits Properties
 intermediate node such as '/Ac' answers GetValue/GetText with its subtree. One FallbackObject at '/'
 serves every path, so a service costs one Python object plus one small record per path.
 """
+import contextlib
+
 import dbus
 import dbus.bus
 import dbus.service
@@ -30,10 +32,13 @@ __all__ = ['BusItemService', 'NameExistsException', 'BUSITEM']
 class BusItemService:
     """One D-Bus service: its paths, their values, and the signals that announce changes."""
 
-    def __init__(self, name, bus=None):
+    def __init__(self, name, bus=None, lock=None):
         """name: the well-known name. bus: a connection to use instead of a new private
-        system-bus connection (the service then leaves it open on close())."""
+        system-bus connection (the service then leaves it open on close()). lock: held while
+        an outside SetValue is handled (its on_change and the change it makes), for a program
+        that changes the service from another thread too."""
         self.name = name
+        self.lock = lock if lock is not None else contextlib.nullcontext()
         self._own_bus = bus is None
         if bus is None:
             # private: object paths live on the connection, so every service needs its own.
@@ -229,7 +234,8 @@ class _Root(dbus.service.FallbackObject):
 
     @dbus.service.method(BUSITEM, in_signature='v', out_signature='i', rel_path_keyword='path')
     def SetValue(self, value, path):
-        return self._service._set_value(path, value)
+        with self._service.lock:
+            return self._service._set_value(path, value)
 
     @dbus.service.signal(BUSITEM, signature='a{sa{sv}}')
     def ItemsChanged(self, changes):

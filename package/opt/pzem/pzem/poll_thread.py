@@ -11,6 +11,8 @@ The schedule is start + k x period, so hours of polling do not drift. A tick tha
 period or more (a bus with no gaps left) is not chased: the schedule starts again from it.
 """
 import logging
+import os
+import select
 import threading
 import time
 
@@ -27,7 +29,9 @@ class PollThread(object):
         self.clock = clock
         self.on_crash = on_crash
         self._halt = threading.Event()
-        self._wait = wait or self._halt.wait
+        self._wait = wait or self._sleep
+        self._waker = None      # (read fd, write fd): halt() writes, the sleeping thread wakes
+        self._poll = None
         self._thread = None
         self.period = None
         self.ticks = 0
@@ -35,20 +39,37 @@ class PollThread(object):
     def start(self, period, first_delay=None):
         self.period = period
         due = self.clock() + (period if first_delay is None else first_delay)
+        self._waker = os.pipe()
+        self._poll = select.poll()
+        self._poll.register(self._waker[0], select.POLLIN)
         self._thread = threading.Thread(target=self._run, args=(due,), name='poll',
                                         daemon=True)
         self._thread.start()
 
     def halt(self):
         """Ask the loop to end after the tick in progress (any thread may ask)."""
-        self._halt.set()
+        if not self._halt.is_set():
+            self._halt.set()
+            if self._waker is not None:
+                os.write(self._waker[1], b'x')
 
     def stop(self, timeout=5.0):
         """End the loop and wait for it: never from the poll thread itself."""
-        self._halt.set()
+        self.halt()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        if self._waker is not None:
+            for fd in self._waker:
+                os.close(fd)
+            self._waker = None
+
+    def _sleep(self, seconds):
+        """Sleep for `seconds` unless halted meanwhile; True once halted. One poll() on a pipe:
+        much less to run at every tick than threading.Event.wait."""
+        if seconds > 0:
+            self._poll.poll(seconds * 1000.0)
+        return self._halt.is_set()
 
     def _run(self, due):
         try:

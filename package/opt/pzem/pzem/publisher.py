@@ -47,8 +47,8 @@ class Context(object):
         self.lock = lock or threading.RLock()   # the poll thread's (see poll_thread.py)
 
     def guard(self, func):
-        """func, run with the lock held: for what the main thread calls (D-Bus writes and
-        signals), so it never meets a poll tick half-way."""
+        """func, run with the lock held: for what the main thread calls (D-Bus signals), so
+        it never meets a poll tick half-way (SetValue on a service takes the lock itself)."""
         def guarded(*args):
             with self.lock:
                 return func(*args)
@@ -99,7 +99,7 @@ class Publisher(object):
     # -- building the service ------------------------------------------------------------------
 
     def _start(self):
-        svc = BusItemService(self.servicename)
+        svc = BusItemService(self.servicename, lock=self.context.lock)
         try:
             instance = self.context.instances.claim(svc, self.ident, self.role)
             self._add_paths(svc, instance)
@@ -147,14 +147,12 @@ class Publisher(object):
         svc.add_path('/HardwareVersion', None)
         svc.add_path('/Serial', self.ident)
         svc.add_path('/Connected', 0)
-        guard = self.context.guard
-        svc.add_path('/CustomName', spec.name or '', writeable=True,
-                     on_change=guard(self._on_name))
-        svc.add_path('/Role', role, writeable=True, on_change=guard(self._on_role))
+        svc.add_path('/CustomName', spec.name or '', writeable=True, on_change=self._on_name)
+        svc.add_path('/Role', role, writeable=True, on_change=self._on_role)
         svc.add_path('/AllowedRoles', list(roles.FAMILY_ROLES[self.family]))
         if role in roles.POSITIONS:
             svc.add_path('/Position', self._position(spec), writeable=True,
-                         on_change=guard(self._on_position))
+                         on_change=self._on_position)
         if role in roles.MONITOR_MODES:
             svc.add_path('/Settings/MonitorMode', self._monitor_mode(spec))
         if roles.is_generic_meter(role):
