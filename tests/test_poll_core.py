@@ -587,6 +587,29 @@ def test_discovery_probes_while_the_slot_has_room_and_never_past_it(wire, clock)
             assert at + SCAN_TIMEOUT + PROBE_MARGIN <= start + (k + 1) * poller.slot
 
 
+def test_a_polling_thread_hands_probes_over_only_when_one_is_to_run(wire, clock):
+    # The driver's poll thread calls poll_next() and, only when wants_probe() says so, has the
+    # main loop run probe(started): the same probes as tick(), at the same times.
+    sim, bus = wire(ac(1), reply=0.2)
+    poller = Poller(bus, 'ttyPZEM0', [MeterSpec.single(1, model='ac')], 0.25, Publish(),
+                    found=found, scan_timeout=SCAN_TIMEOUT, clock=clock)
+    assert poller.start(T0 + 0.1) == 1
+    start = T0 + 1
+    forced = int(FORCE_SECONDS / 0.25)
+    wanted = []
+    for k in range(forced + 2):
+        clock.now = max(clock.now, start + k * 0.25)
+        started = poller.poll_next()
+        if poller.wants_probe(started):
+            wanted.append(k)
+            poller.probe(started)
+    # no room in a 0.25 s slot after a 0.2 s poll: only the forced probe, FORCE_SECONDS on
+    assert wanted == [forced]
+    assert [a for _, a in bus.asked[2:] if a != 1] == [2]
+    quiet = Poller(bus, 'ttyPZEM0', [], 1.0, Publish(), scan=False, clock=clock)
+    assert not quiet.wants_probe(quiet.poll_next())     # nothing to probe, ever
+
+
 def test_each_tick_polls_the_next_published_meter(wire, clock):
     sim, bus = wire(ac(1), ac(2))
     specs = [MeterSpec.single(1, model='ac'), MeterSpec.single(2, model='ac')]

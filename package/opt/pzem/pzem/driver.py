@@ -94,6 +94,10 @@ class MapFollower(object):
         except OSError:
             return None
 
+    def touched(self):
+        """True when the file is not as it was last read (one stat: asked every 2 s)."""
+        return self._stat() != self._stamp
+
     def changed(self):
         """The new map when the file changed and can be used, else None."""
         stamp = self._stat()
@@ -280,24 +284,45 @@ def main(argv=None):
     ess_watch = system.EssGridMetering(connection, on_ess)
 
     map_due = {'at': time.monotonic() + MAP_CHECK_SECONDS}
+    pending = set()     # what the poll thread handed to the main loop and is not done yet
 
     def tick():
+        """The poll thread's tick (lock held): poll one meter. What creates or closes a D-Bus
+        connection (a probe that publishes a meter, an edited map) is handed to the main loop:
+        dbus-python must not set a connection up or take it down while the main loop may be
+        dispatching on it."""
         try:
-            poller.tick()
+            started = poller.poll_next()
+            if 'probe' not in pending and poller.wants_probe(started):
+                hand_over('probe', lambda: poller.probe(started))
         except modbus.PortGone as e:
             log.error('%s', e)
             stop(1, 'the serial port went away')
         except Exception:   # a bug must not end the polling of every meter silently
             log.exception('poll failed; going on')
-        # The map is looked at here, not on a timer of its own: one wake-up less per check.
+        # The map is looked at from here, not from a timer of its own (one wake-up less);
+        # only an edit wakes the main loop.
         now = time.monotonic()
         if now >= map_due['at']:
             map_due['at'] = now + MAP_CHECK_SECONDS
-            try:
-                check_map()
-            except Exception:
-                log.exception('following the map failed; going on')
+            if 'map' not in pending and follower.touched():
+                hand_over('map', check_map)
         return poller.slot
+
+    def hand_over(what, func):
+        def run():
+            with lock:
+                pending.discard(what)
+                try:
+                    func()
+                except modbus.PortGone as e:
+                    log.error('%s', e)
+                    stop(1, 'the serial port went away')
+                except Exception:
+                    log.exception('%s failed; going on', what)
+            return False
+        pending.add(what)
+        GLib.idle_add(run)
 
     applied = {'bus': the_map.bus_options(port)}
 

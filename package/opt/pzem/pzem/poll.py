@@ -109,27 +109,50 @@ class Poller(object):
         """Poll the next published meter, then probes while the slot has room; a probe that
         waited FORCE_SECONDS runs anyway, alone, and the wait for the next starts at the next
         tick. Raises modbus.PortGone."""
+        self.probe(self.poll_next())
+
+    def poll_next(self):
+        """Poll the next published meter; returns when its slot started (for probe())."""
         started = self.clock()
         if self.published:
             publisher = self.published[self._next % len(self.published)]
             self._next += 1
             publisher.poll(self.bus)
-            if not (self._urgent or self.waiting or self.discovery is not None):
-                return              # nothing to probe, ever, until the map changes
+        return started
+
+    def wants_probe(self, started):
+        """True when probe(started) would ask something now: a thread that only polls hands
+        the probes (which may publish a meter) to the main loop only then."""
+        if not (self._urgent or self.waiting or self.discovery is not None):
+            return False            # nothing to probe, ever, until the map changes
+        return self._probe_turn(started) is not None
+
+    def probe(self, started):
+        """Probes while the slot that started at `started` has room (see tick())."""
         while True:
-            probe = self._next_probe()
-            if probe is None:
-                self._probe_waiting_since = None
+            turn = self._probe_turn(started)
+            if turn is None:
                 return
-            room = started + self.slot - self.clock() >= self.scan_timeout + PROBE_MARGIN
-            if self._probe_waiting_since is None:
-                self._probe_waiting_since = started
-            if not (room or started - self._probe_waiting_since >= FORCE_SECONDS):
-                return
+            probe, room = turn
             self._probe_waiting_since = None
             probe()
             if not room:
                 return              # a forced probe: one, then the polls go on
+
+    def _probe_turn(self, started):
+        """(probe, room left) when a probe is to run now, else None."""
+        probe = None
+        if self._urgent or self.waiting or self.discovery is not None:
+            probe = self._next_probe()
+        if probe is None:
+            self._probe_waiting_since = None
+            return None
+        room = started + self.slot - self.clock() >= self.scan_timeout + PROBE_MARGIN
+        if self._probe_waiting_since is None:
+            self._probe_waiting_since = started
+        if not (room or started - self._probe_waiting_since >= FORCE_SECONDS):
+            return None
+        return probe, room
 
     def _next_probe(self):
         """The most urgent probe that is due now, as a callable, or None."""

@@ -2,10 +2,13 @@
 
 Why a thread: every wake-up of the main loop walks the GLib sources of every D-Bus connection
 (one per published meter), and that walk cost as much as the whole read (docs/benchmarks.md).
-The thread sleeps until the next slot, runs the tick (read, check, publish) and sleeps again;
-the main loop wakes only for what comes in from D-Bus. The tick runs with `lock` held, and
-everything the main thread does to the meters takes the same lock first (Context.guard), so
-the two never interleave; D-Bus reads of published values need no lock.
+The thread sleeps until the next slot, runs the tick (read, check, publish on the meter's
+existing connection) and sleeps again; the main loop wakes only for what comes in from D-Bus and
+for what the tick hands over: anything that sets a D-Bus connection up or takes one down (a probe
+that publishes a meter, an edited map, a re-registration), which dbus-python must not do while
+the main loop may be dispatching on it. The tick runs with `lock` held, and everything the main
+thread does to the meters takes the same lock first, so the two never interleave; D-Bus reads
+of published values need no lock.
 
 The schedule is start + k x period, so hours of polling do not drift. A tick that itself lasts a
 period or more (a bus with no gaps left) is not chased: the schedule starts again from it.

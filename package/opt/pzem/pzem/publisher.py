@@ -206,7 +206,8 @@ class Publisher(object):
         svc = self.service
         if svc is None:     # re-registering failed: try again now and then
             if self._retry_at is not None and self.context.clock() >= self._retry_at:
-                self._restart()
+                self._retry_at = None
+                self.context.instances.schedule(self._restart)     # from the main loop
             return
         signs = self.signs()
         direction = self.direction
