@@ -120,7 +120,7 @@ def slope_per_hour(samples):
 
 # (label, file ending(s), function): rows of the poll-path breakdown, as far as they exist
 POLL_PATH = (
-    ('Poller.tick: one poll, everything below', 'pzem/poll.py', 'tick'),
+    ('Poller.poll_next: one poll, everything below', 'pzem/poll.py', 'poll_next'),
     ('  Meter.poll: read, decode, check', 'pzem/meter.py', 'poll'),
     ('    Bus.read_input: the Modbus seam', 'pzem/modbus.py', 'read_input'),
     ('      Bus._raw: the request out, the reply in', 'pzem/modbus.py', '_raw'),
