@@ -1,5 +1,5 @@
 """pzem.poll_thread.PollThread: its schedule with a fake clock (the thread sleeps through a model
-of Event.wait that moves the clock instead), and the real thread for the lock, halt and stop."""
+that moves the clock instead), and the real thread for the lock, halt and stop."""
 import logging
 import threading
 import time
@@ -13,22 +13,19 @@ T0 = 1000.0
 
 
 class Model(object):
-    """A fake clock and the thread's sleep on it: wait(d) moves the clock by d plus `latency`
-    (a wake-up that comes late), and reports a halt once `ticks` ticks ran."""
+    """A fake clock and the thread's sleep on it: sleep(ms) moves the clock by that plus
+    `latency` (a wake-up that comes late)."""
 
     def __init__(self, latency=0.0):
         self.now = T0
         self.latency = latency
-        self.halted = threading.Event()
 
     def __call__(self):
         return self.now
 
-    def wait(self, seconds):
-        if self.halted.is_set():
-            return True
-        self.now += seconds + self.latency
-        return False
+    def sleep(self, milliseconds):
+        assert milliseconds > 0                     # the thread never sleeps 0 or backwards
+        self.now += milliseconds / 1000.0 + self.latency
 
 
 def run(model, ticks_wanted, periods=None, stall=None, first_delay=None, lock=None):
@@ -42,10 +39,10 @@ def run(model, ticks_wanted, periods=None, stall=None, first_delay=None, lock=No
         state['period'] = (periods or {}).get(len(ticks), state['period'])
         model.now += (stall or {}).get(len(ticks), 0.0)
         if len(ticks) >= ticks_wanted:
-            model.halted.set()
+            poller.halt()
         return state['period']
 
-    poller = PollThread(tick, lock or threading.RLock(), clock=model, wait=model.wait)
+    poller = PollThread(tick, lock or threading.RLock(), clock=model, sleep=model.sleep)
     poller.start(PERIOD, first_delay=first_delay)
     poller.stop(timeout=10.0)
     assert len(ticks) == ticks_wanted

@@ -19,6 +19,7 @@ import contextlib
 
 import dbus
 import dbus.bus
+import dbus.lowlevel
 import dbus.service
 from dbus.exceptions import DBusException, NameExistsException
 from dbus.mainloop.glib import DBusGMainLoop
@@ -61,7 +62,7 @@ class BusItemService:
             self._before[path] = _NEW
         elif self._registered:
             # consumers learn new paths from ItemsChanged (they ignore unknown PropertiesChanged)
-            self._root.ItemsChanged({path: self._props(path)})
+            self._items_changed({path: self._props(path)})
 
     def register(self):
         """Request the well-known name; NameExistsException when another connection owns it."""
@@ -112,14 +113,22 @@ class BusItemService:
         changes = {}
         for path, value in values.items():
             item = items[path]
-            if type(value) not in _PLAIN_TYPES:
+            kind = type(value)
+            if kind not in _PLAIN_TYPES:
                 value = _plain(value)
-            if _same(item.value, value):
+                kind = type(value)
+            old = item.value
+            if type(old) is kind and old == value:      # _same(), inlined: called ~30 times
                 continue
             item.value = value
-            changes[path] = {'Value': _wrap(value), 'Text': _text(item)}
+            # plain values go out as they are: dbus-python makes a float a double, a str a
+            # string and an int an int32 (it refuses a bigger one, which _wrap makes int64)
+            if kind is float or kind is str or (kind is int and -2 ** 31 <= value < 2 ** 31):
+                changes[path] = {'Value': value, 'Text': _text(item)}
+            else:
+                changes[path] = {'Value': _wrap(value), 'Text': _text(item)}
         if changes and self._registered:
-            self._root.ItemsChanged(changes)
+            self._items_changed(changes)
 
     def __enter__(self):
         self._depth += 1
@@ -133,8 +142,15 @@ class BusItemService:
                 changes = {path: self._props(path) for path, old in before.items()
                            if not _same(old, self._items[path].value)}
                 if changes:
-                    self._root.ItemsChanged(changes)
+                    self._items_changed(changes)
         return False
+
+    def _items_changed(self, changes):
+        # What _Root.ItemsChanged sends, without dbus-python's per-signal bookkeeping (a
+        # lookup of the object's locations under a lock, the method call): once per poll.
+        message = dbus.lowlevel.SignalMessage('/', BUSITEM, 'ItemsChanged')
+        message.append(changes, signature='a{sa{sv}}')
+        self.connection.send_message(message)
 
     def _changed(self, path, old):
         if self._depth:

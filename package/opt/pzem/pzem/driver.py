@@ -167,8 +167,6 @@ def main(argv=None):
     # Held by the poll thread for each tick, and by the main thread around everything it does
     # to the meters (changes from D-Bus, scheduled re-registrations): see poll_thread.py.
     lock = threading.RLock()
-    poll_thread = PollThread(lambda: tick(), lock,
-                             on_crash=lambda: stop(1, 'the poll loop failed'))
 
     def stop(code, why):
         with lock:
@@ -291,10 +289,11 @@ def main(argv=None):
         connection (a probe that publishes a meter, an edited map) is handed to the main loop:
         dbus-python must not set a connection up or take it down while the main loop may be
         dispatching on it."""
+        slot_started = time.monotonic()
         try:
-            started = poller.poll_next()
-            if 'probe' not in pending and poller.wants_probe(started):
-                hand_over('probe', lambda: poller.probe(started))
+            poller.poll_next()
+            if 'probe' not in pending and poller.wants_probe(slot_started):
+                hand_over('probe', lambda: poller.probe(slot_started))
         except modbus.PortGone as e:
             log.error('%s', e)
             stop(1, 'the serial port went away')
@@ -302,9 +301,8 @@ def main(argv=None):
             log.exception('poll failed; going on')
         # The map is looked at from here, not from a timer of its own (one wake-up less);
         # only an edit wakes the main loop.
-        now = time.monotonic()
-        if now >= map_due['at']:
-            map_due['at'] = now + MAP_CHECK_SECONDS
+        if slot_started >= map_due['at']:
+            map_due['at'] = slot_started + MAP_CHECK_SECONDS
             if 'map' not in pending and follower.touched():
                 hand_over('map', check_map)
         return poller.slot
@@ -336,6 +334,7 @@ def main(argv=None):
                 log.info('map: the [bus] settings changed: they apply when the driver starts '
                          'again (svc -t /service/dbus-pzem.%s)', port)
 
+    poll_thread = PollThread(tick, lock, on_crash=lambda: stop(1, 'the poll loop failed'))
     # The probe's readings are fresh: answer D-Bus first, poll again one slot later.
     poll_thread.start(poller.slot)
     for signum, name in ((signal.SIGTERM, 'SIGTERM'), (signal.SIGINT, 'SIGINT')):

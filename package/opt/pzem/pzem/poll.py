@@ -123,6 +123,9 @@ class Poller(object):
     def wants_probe(self, started):
         """True when probe(started) would ask something now: a thread that only polls hands
         the probes (which may publish a meter) to the main loop only then."""
+        if not (self._urgent or self.waiting or self.discovery is not None):
+            self._probe_waiting_since = None
+            return False        # every meter published, no search: no probe, ever (cheap)
         return self._probe_turn(started) is not None
 
     def probe(self, started):
@@ -139,9 +142,7 @@ class Poller(object):
 
     def _probe_turn(self, started):
         """(probe, room left) when a probe is to run now, else None."""
-        probe = None
-        if self._urgent or self.waiting or self.discovery is not None:   # else none, ever
-            probe = self._next_probe()
+        probe = self._next_probe()
         if probe is None:
             self._probe_waiting_since = None
             return None

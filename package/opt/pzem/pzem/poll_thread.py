@@ -24,18 +24,18 @@ log = logging.getLogger('pzem')
 
 
 class PollThread(object):
-    def __init__(self, tick, lock, clock=time.monotonic, on_crash=None, wait=None):
+    def __init__(self, tick, lock, clock=time.monotonic, on_crash=None, sleep=None):
         """tick() -> the period (s) wanted from now on; it may change it (meters come and go).
         on_crash(): called (in the thread) when the loop itself fails, after it logged why.
-        wait(seconds) -> True once halted: how the thread sleeps (tests give a fake clock's)."""
-        self._tick = tick
+        sleep(milliseconds): how the thread sleeps, cut short by halt() (tests give a fake
+        clock's); by default poll() on a pipe that halt() writes to."""
+        self.tick = tick
         self.lock = lock
         self.clock = clock
         self.on_crash = on_crash
-        self._halt = threading.Event()
-        self._wait = wait or self._sleep
+        self._halted = False
+        self._sleep = sleep
         self._waker = None      # (read fd, write fd): halt() writes, the sleeping thread wakes
-        self._poll = None
         self._thread = None
         self.period = None
 
@@ -43,16 +43,18 @@ class PollThread(object):
         self.period = period
         due = self.clock() + (period if first_delay is None else first_delay)
         self._waker = os.pipe()
-        self._poll = select.poll()
-        self._poll.register(self._waker[0], select.POLLIN)
+        if self._sleep is None:
+            waker = select.poll()
+            waker.register(self._waker[0], select.POLLIN)
+            self._sleep = waker.poll
         self._thread = threading.Thread(target=self._run, args=(due,), name='poll',
                                         daemon=True)
         self._thread.start()
 
     def halt(self):
         """Ask the loop to end after the tick in progress (any thread may ask)."""
-        if not self._halt.is_set():
-            self._halt.set()
+        if not self._halted:
+            self._halted = True
             if self._waker is not None:
                 os.write(self._waker[1], b'x')
 
@@ -67,33 +69,30 @@ class PollThread(object):
                 os.close(fd)
             self._waker = None
 
-    def _sleep(self, seconds):
-        """Sleep for `seconds` unless halted meanwhile; True once halted. One poll() on a pipe:
-        much less to run at every tick than threading.Event.wait."""
-        if seconds > 0:
-            self._poll.poll(seconds * 1000.0)
-        return self._halt.is_set()
-
     def _run(self, due):
+        # Once per tick, after a sleep that leaves the CPU's caches cold, every step here costs
+        # several times what it costs in a loop: the loop keeps to as few steps as it can.
+        clock, lock, sleep = self.clock, self.lock, self._sleep
         try:
-            while not self._wait(max(0.0, due - self.clock())):
-                due = self.run_tick(due)
+            while True:
+                left = due - clock()
+                if left > 0:
+                    sleep(left * 1000.0)
+                if self._halted:
+                    return
+                fired = clock()
+                with lock:
+                    period = self.tick()
+                if period != self.period:
+                    self.period = period
+                    due = fired + period
+                    continue
+                due += period
+                if due <= clock():
+                    # Behind by a whole period (a tick that lasts its slot on a bus without
+                    # gaps, or a stalled machine): nothing to chase; start afresh from this tick.
+                    due = fired + period
         except Exception:
             log.exception('the poll loop failed')
             if self.on_crash is not None:
                 self.on_crash()
-
-    def run_tick(self, due):
-        """One tick, due at `due`; returns when the next is due."""
-        fired = self.clock()
-        with self.lock:
-            period = self._tick()
-        if period != self.period:
-            self.period = period
-            return fired + period
-        due += period
-        if due <= self.clock():
-            # Behind by a whole period (a tick that lasts its slot on a bus without gaps, or a
-            # stalled machine): nothing to chase; start afresh from this tick.
-            return fired + period
-        return due

@@ -71,6 +71,7 @@ class Publisher(object):
         self._watch = None
         self._paths = []        # (path, phase index, field), made once per role
         self._signs = None      # the signs published last, to notice a flip
+        self._tally = None      # the error and dropped counts published last (their sum)
         self._unsigned = (1,) * len(phases)
         self._followed = ()     # the direction source last logged (() = none yet)
         self.direction = context.directions(spec) if context.directions and spec.sign else None
@@ -104,7 +105,7 @@ class Publisher(object):
             instance = self.context.instances.claim(svc, self.ident, self.role)
             self._add_paths(svc, instance)
             self.service = svc
-            self._signs = None
+            self._signs = self._tally = None    # all paths are new: publish everything
             self.update(force=True)
             svc.register()
         except Exception:
@@ -189,9 +190,15 @@ class Publisher(object):
 
     def poll(self, bus):
         """Read every phase (one sweep, so totals match) and publish. Raises modbus.PortGone."""
+        direction = self.direction
+        fresh = False
         for phase, meter in self.phases:
-            meter.poll(bus, self._sign(phase))
-        self.update()
+            meter.poll(bus, 1 if direction is None else direction.sign(phase))
+            fresh = fresh or meter.fresh
+        if fresh or direction is not None or self.service is None:
+            self.update()
+        else:       # nothing new (update() would find the same): most polls of a steady meter
+            self._save_energy()
 
     def _sign(self, phase):
         return self.direction.sign(phase) if self.direction is not None else 1
@@ -218,14 +225,22 @@ class Publisher(object):
             self._save_energy()     # what changed a while ago may be due now
             return
         self._signs = signs
-        meters = [m for _, m in self.phases]
-        readings = [m.reading for m in meters]
-        signed = self.spec.sign is not None
-        values = {'/Connected': 1 if any(m.connected for m in meters) else 0}
+        meters = []
+        readings = []
+        connected = 0
+        tally = 0       # all error counts and dropped counts: the error paths move with it
+        for _, meter in self.phases:
+            meters.append(meter)
+            readings.append(meter.reading)
+            if meter.connected:
+                connected = 1
+            tally += meter.error_count + (meter.energy.dropped if meter.energy else 0)
+        values = {'/Connected': connected}
         for path, index, f in self._paths:
-            reading, meter = readings[index], meters[index]
+            reading = readings[index]
             if f.kind == 'counter':
-                values[path] = _kwh(meter.energy.forward if meter.energy else None)
+                energy = meters[index].energy
+                values[path] = _kwh(energy.forward if energy else None)
             elif reading is None:
                 values[path] = None
             elif f.kind == 'alarm':
@@ -235,14 +250,17 @@ class Publisher(object):
             else:
                 values[path] = reading[f.name]
         if self.family == 'ac':
-            self._ac_totals(values, readings, signs, signed)
-        for kind in ERROR_KINDS:
-            values[ERROR_PATHS[kind]] = sum(m.errors[kind] for m in meters)
-        values[ENERGY_DROPPED] = sum(m.energy.dropped for m in meters if m.energy)
+            self._ac_totals(values, readings, signs)
+        if tally != self._tally:
+            self._tally = tally
+            for kind in ERROR_KINDS:
+                values[ERROR_PATHS[kind]] = sum(m.errors[kind] for m in meters)
+            values[ENERGY_DROPPED] = sum(m.energy.dropped for m in meters if m.energy)
         svc.update(values)
         self._save_energy()
 
-    def _ac_totals(self, values, readings, signs, signed):
+    def _ac_totals(self, values, readings, signs):
+        signed = self.spec.sign is not None
         forwards, reverses = [], []
         for (phase, meter) in self.phases:
             energy = meter.energy
