@@ -99,9 +99,9 @@ def phase_totals(readings):
     never a total of the phases that happen to answer."""
     if not readings or None in readings:
         return None
-    power = sum(r['power'] for r in readings)
     if len(readings) == 1:
-        return {'power': power, 'power_factor': readings[0]['power_factor']}
+        return {'power': readings[0]['power'], 'power_factor': readings[0]['power_factor']}
+    power = sum(r['power'] for r in readings)
     apparent = sum(r['voltage'] * r['current'] for r in readings)
     return {'power': power,
             'power_factor': round(min(power / apparent, 1.0), 2) if apparent else None}

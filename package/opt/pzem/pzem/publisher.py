@@ -195,9 +195,11 @@ class Publisher(object):
         for phase, meter in self.phases:
             meter.poll(bus, 1 if direction is None else direction.sign(phase))
             fresh = fresh or meter.fresh
-        if fresh or direction is not None or self.service is None:
-            self.update()
-        else:       # nothing new (update() would find the same): most polls of a steady meter
+        if direction is not None or self.service is None:
+            self.update()       # a sign may flip with the same readings; a retry may be due
+        elif fresh:
+            self._publish(self._unsigned)
+        else:       # nothing new: most polls of a steady meter
             self._save_energy()
 
     def _sign(self, phase):
@@ -224,6 +226,10 @@ class Publisher(object):
         if not force and signs == self._signs and not any(m.fresh for _, m in self.phases):
             self._save_energy()     # what changed a while ago may be due now
             return
+        self._publish(signs)
+
+    def _publish(self, signs):
+        """The readings, with power and current signed by `signs`, in one ItemsChanged."""
         self._signs = signs
         meters = []
         readings = []
@@ -256,7 +262,7 @@ class Publisher(object):
             for kind in ERROR_KINDS:
                 values[ERROR_PATHS[kind]] = sum(m.errors[kind] for m in meters)
             values[ENERGY_DROPPED] = sum(m.energy.dropped for m in meters if m.energy)
-        svc.update(values)
+        self.service.update(values)
         self._save_energy()
 
     def _ac_totals(self, values, readings, signs):
