@@ -240,12 +240,24 @@ class Bus:
         elif os.write(self._fd, request) < len(request):
             raise OSError(errno.EIO, 'the request was cut short')
         data, self._rest = self._rest, b''
-        if len(data) < size:
-            # take() inlined: the wait for a reply, once per read, at every poll
+        deadline = now + timeout
+        if not data:
+            if not self._poll.poll(1000.0 * timeout):
+                return data                         # silence for the whole timeout
+            data = os.read(self._fd, 256)
+            if len(data) == size and not data[1] & 0x80:
+                # The usual case, in as few steps as it takes (each one costs more right
+                # after a wake-up than in a loop): the whole reply in one read.
+                return data
+            if not data:
+                raise _NoData()
+            now = time.monotonic()
+            if len(data) >= 2:
+                deadline = now + timeout            # the head is in: its own timeout
+        whole = 5 if data[1:2] and data[1] & 0x80 else size
+        if len(data) < whole:
             fd, poll, monotonic = self._fd, self._poll.poll, time.monotonic
-            deadline = now + timeout
-            left = timeout
-            whole = size
+            left = deadline - now
             while len(data) < whole:
                 if left <= 0 or not poll(1000.0 * left):
                     break
@@ -253,8 +265,8 @@ class Bus:
                 if not chunk:
                     raise _NoData()
                 now = monotonic()
-                if len(data) < 2 <= len(data) + len(chunk):     # the head is in: its own timeout
-                    deadline = now + timeout
+                if len(data) < 2 <= len(data) + len(chunk):
+                    deadline = now + timeout        # the head is in: its own timeout
                 data += chunk
                 if data[1:2] and data[1] & 0x80:
                     whole = 5
