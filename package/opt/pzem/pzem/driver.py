@@ -4,7 +4,6 @@ Exit codes: 0 stopped by a signal, 1 the port is missing or vanished (or no D-Bu
 answered at start (so serial-starter tries the next driver on this port), 3 bad command line.
 """
 import argparse
-import gc
 import logging
 import os
 import signal
@@ -336,11 +335,6 @@ def main(argv=None):
                          'again (svc -t /service/dbus-pzem.%s)', port)
 
     poll_thread = PollThread(tick, lock, on_crash=lambda: stop(1, 'the poll loop failed'))
-    # What start-up made lives as long as the driver: out of the garbage collector's sight, so
-    # its collections, triggered by the polls' short-lived dicts, walk only what is young
-    # (measured: docs/benchmarks.md).
-    gc.collect()
-    gc.freeze()
     # The probe's readings are fresh: answer D-Bus first, poll again one slot later.
     poll_thread.start(poller.slot)
     for signum, name in ((signal.SIGTERM, 'SIGTERM'), (signal.SIGINT, 'SIGINT')):
