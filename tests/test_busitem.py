@@ -255,6 +255,26 @@ def test_update_sends_one_items_changed_with_only_the_changed_paths(make_service
         svc.update({'/No/Such/Path': 1})
 
 
+def test_update_sends_the_d_bus_types_get_items_answers_with(make_service, client, recorder):
+    # update() hands float, str and int32 values to dbus-python as they are: the signal must
+    # carry the same types as every other way of reading them.
+    svc = make_service(Invalid=0, Float=0.5, Int=0, Big=0, Negative=0, Text='', Roles=['x'])
+    svc.update({'/Invalid': None, '/Float': 1.5, '/Int': 7, '/Big': 2 ** 40,
+                '/Negative': -2 ** 31, '/Text': 'abc', '/Roles': ['grid', 'acload']})
+    client.sync(svc.name)
+    (signal,) = recorder.signals(svc.name)
+    sent, items = dict(signal[3]), client.get_items(svc.name)
+    assert sorted(sent) == sorted(items)
+    for path, item in sent.items():
+        value, asked = item['Value'], items[path]['Value']
+        assert type(value) is type(asked) and value == asked, path
+        assert getattr(value, 'signature', None) == getattr(asked, 'signature', None), path
+        assert item['Text'] == items[path]['Text'], path
+    assert type(sent['/Big']['Value']) is dbus.Int64
+    assert type(sent['/Negative']['Value']) is dbus.Int32
+    assert type(sent['/Float']['Value']) is dbus.Double
+
+
 def test_update_inside_a_batch_joins_it_and_before_register_sends_nothing(
         make_service, client, recorder):
     svc = meter(make_service, register=False)

@@ -137,6 +137,18 @@ def test_role_write_reregisters_and_rewrites_the_map(rig):
             assert got == want
 
 
+def test_error_counts_are_on_the_service_a_role_write_registers_anew(rig):
+    # The publisher sends the error paths only when a count moves: a new service (all paths
+    # new, at 0) must get them all the same.
+    grid = rig.service('grid', 1)
+    rig.meters[1].inject('bad_crc', count=1)
+    rig.wait_value(grid, '/Pzem/Errors/BadFrame', lambda v: v == 1)
+    assert rig.client.set_value(grid, '/Role', 'acload') == 0
+    acload = rig.wait_service(rig.service('acload', 1))
+    rig.wait_value(acload, '/Connected', lambda v: v == 1)
+    assert rig.value(acload, '/Pzem/Errors/BadFrame') == 1
+
+
 def test_name_and_position_writes_go_to_the_map(rig):
     acload = rig.service('acload', 2)
     assert rig.client.set_value(acload, '/CustomName', 'Kitchen') == 0

@@ -134,11 +134,16 @@ POLL_PATH = (
     ('    Model.check', 'pzem/models.py', 'check'),
     ('    Meter._check_energy', 'pzem/meter.py', '_check_energy'),
     ('    PhaseEnergy.book: the driver\'s own totals', 'pzem/energy.py', 'book'),
-    ('  Publisher.update: publish one poll', 'pzem/publisher.py', 'update'),
+    ('  Publisher._publish: publish one poll that brought something new', 'pzem/publisher.py',
+     '_publish'),
+    ('    Publisher._ac_totals: totals of the phases', 'pzem/publisher.py', '_ac_totals'),
     ('    BusItemService.update: what changed, one ItemsChanged', 'pzem/busitem.py', 'update'),
     ('      _text: text of each changed value', 'pzem/busitem.py', '_text'),
-    ('      _wrap: D-Bus type of each changed value', 'pzem/busitem.py', '_wrap'),
-    ('      dbus-python emit_signal (marshal + send)', 'dbus/decorators.py', 'emit_signal'),
+    ('      _items_changed: the signal, built and sent', 'pzem/busitem.py', '_items_changed'),
+    ('        dbus-python Message.append (marshalling)', '~',
+     "<method 'append' of 'dbus.lowlevel.Message' objects>"),
+    ('        dbus-python send_message', '~',
+     "<method 'send_message' of '_dbus_bindings.Connection' objects>"),
     ('logging.debug calls', 'logging/__init__.py', 'debug'),
 )
 
@@ -338,7 +343,7 @@ def render(info, k, r):
       'changes every value of every meter 10 times a second (voltage, current = P / (V x PF), '
       'power, power factor, frequency; energy counts up 2.5 to 3.6 Wh/s, so even the whole-Wh '
       'counter moves at every poll). "None": constant values, energy still. An update is one poll '
-      'of one meter followed by `Publisher.update()`.\n\n' % plan['cpu'])
+      'of one meter and the publishing of what it brought.\n\n' % plan['cpu'])
     w(table(('values', 'polls', 'driver CPU (user + sys)', 'CPU per update', 'same from schedstat',
              'CPU load (one core)',
              'signals', 'of which ItemsChanged', 'messages per meter per poll (mean / worst meter)',

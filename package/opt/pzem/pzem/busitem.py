@@ -146,8 +146,8 @@ class BusItemService:
         return False
 
     def _items_changed(self, changes):
-        # What _Root.ItemsChanged sends, without dbus-python's per-signal bookkeeping (a
-        # lookup of the object's locations under a lock, the method call): once per poll.
+        # What _Root.ItemsChanged sends, without the steps of dbus-python's signal wrapper
+        # (keyword handling, the method call, the walk over the object's exports): per poll.
         message = dbus.lowlevel.SignalMessage('/', BUSITEM, 'ItemsChanged')
         message.append(changes, signature='a{sa{sv}}')
         self.connection.send_message(message)
