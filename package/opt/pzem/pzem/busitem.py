@@ -121,12 +121,7 @@ class BusItemService:
             if type(old) is kind and old == value:      # _same(), inlined: called ~30 times
                 continue
             item.value = value
-            # plain values go out as they are: dbus-python makes a float a double, a str a
-            # string and an int an int32 (it refuses a bigger one, which _wrap makes int64)
-            if kind is float or kind is str or (kind is int and -2 ** 31 <= value < 2 ** 31):
-                changes[path] = {'Value': value, 'Text': _text(item)}
-            else:
-                changes[path] = {'Value': _wrap(value), 'Text': _text(item)}
+            changes[path] = {'Value': _wrap(value), 'Text': _text(item)}
         if changes and self._registered:
             self._items_changed(changes)
 
@@ -295,7 +290,12 @@ def _plain(value):
 
 
 def _wrap(value):
-    """The D-Bus form: None -> empty int32 array (invalid), int -> int32 (int64 if too big)."""
+    """The D-Bus form: None -> empty int32 array (invalid), int -> int32 (int64 if too big).
+    A float, a str and an int32 stay as they are: in a variant dbus-python sends them as a
+    double, a string and an int32 (it refuses a bigger int), with no object made per value."""
+    kind = type(value)
+    if kind is float or kind is str or (kind is int and -2 ** 31 <= value < 2 ** 31):
+        return value
     if value is None:
         return dbus.Array([], signature='i')
     if isinstance(value, float):

@@ -54,7 +54,6 @@ class Meter(object):
         self.fresh = False
         self.misses = 0
         self.errors = dict.fromkeys(ERROR_KINDS, 0)
-        self.error_count = 0        # the sum of `errors`
         self.last_error = None
         self._regs = None           # the registers of the last trusted reading
         self._energy = None         # (kWh, time) of the last trusted energy count
@@ -104,7 +103,6 @@ class Meter(object):
             'no_reply' if isinstance(error, modbus.NoReply) else
             'bad_frame' if isinstance(error, modbus.BadFrame) else 'exception')
         self.errors[kind] += 1
-        self.error_count += 1
         self.fresh = True           # the error counts changed
         self.misses += 1
         if self.connected and self.misses >= MISSES_TO_DISCONNECT:

@@ -190,12 +190,11 @@ class Publisher(object):
 
     def poll(self, bus):
         """Read every phase (one sweep, so totals match) and publish. Raises modbus.PortGone."""
-        direction = self.direction
         fresh = False
         for phase, meter in self.phases:
-            meter.poll(bus, 1 if direction is None else direction.sign(phase))
+            meter.poll(bus, self._sign(phase))
             fresh = fresh or meter.fresh
-        if direction is not None or self.service is None:
+        if self.direction is not None or self.service is None:
             self.update()       # a sign may flip with the same readings; a retry may be due
         elif fresh:
             self._publish(self._unsigned)
@@ -240,7 +239,7 @@ class Publisher(object):
             readings.append(meter.reading)
             if meter.connected:
                 connected = 1
-            tally += meter.error_count + (meter.energy.dropped if meter.energy else 0)
+            tally += sum(meter.errors.values()) + (meter.energy.dropped if meter.energy else 0)
         values = {'/Connected': connected}
         for path, index, f in self._paths:
             reading = readings[index]
