@@ -587,27 +587,51 @@ def test_discovery_probes_while_the_slot_has_room_and_never_past_it(wire, clock)
             assert at + SCAN_TIMEOUT + PROBE_MARGIN <= start + (k + 1) * poller.slot
 
 
-def test_a_polling_thread_hands_probes_over_only_when_one_is_to_run(wire, clock):
-    # The driver's poll thread calls poll_next() and, only when wants_probe() says so, has the
-    # main loop run probe(started): the same probes as tick(), at the same times.
+def test_a_polling_thread_makes_the_search_s_silent_asks_itself_at_tick_s_times(wire, clock):
+    # The driver's poll thread calls poll_next() and wants_probe(), and has the main loop run
+    # probe(started) only when wants_probe() says so. The search's asks, which nearly always
+    # meet silence, wants_probe() makes itself: here the forced one, when tick() would make it.
     sim, bus = wire(ac(1), reply=0.2)
     poller = Poller(bus, 'ttyPZEM0', [MeterSpec.single(1, model='ac')], 0.25, Publish(),
                     found=found, scan_timeout=SCAN_TIMEOUT, clock=clock)
     assert poller.start(T0 + 0.1) == 1
     start = T0 + 1
     forced = int(FORCE_SECONDS / 0.25)
-    wanted = []
-    for k in range(forced + 2):
+    for k in range(2 * forced + 2):
         clock.now = max(clock.now, start + k * 0.25)
-        started = poller.poll_next()
-        if poller.wants_probe(started):
-            wanted.append(k)
-            poller.probe(started)
-    # no room in a 0.25 s slot after a 0.2 s poll: only the forced probe, FORCE_SECONDS on
-    assert wanted == [forced]
-    assert [a for _, a in bus.asked[2:] if a != 1] == [2]
+        assert not poller.wants_probe(poller.poll_next())
+    # as in test_discovery_waits_for_room_in_the_slot_and_is_forced_after_a_while
+    assert [(at, a) for at, a in bus.asked[1:] if a != 1] == [
+        (pytest.approx(start + forced * 0.25 + 0.2), 2),
+        (pytest.approx(start + (2 * forced + 1) * 0.25 + 0.2), 3)]
     quiet = Poller(bus, 'ttyPZEM0', [], 1.0, Publish(), scan=False, clock=clock)
     assert not quiet.wants_probe(quiet.poll_next())     # nothing to probe, ever
+
+
+def test_a_polling_thread_hands_over_an_address_that_answers_and_the_map_s_meters(wire, clock):
+    sim, bus = wire(ac(1))
+    poller = Poller(bus, 'ttyPZEM0', [MeterSpec.single(1, model='ac'),
+                                      MeterSpec.single(4, model='ac')], 1.0, Publish(),
+                    found=found, scan_timeout=SCAN_TIMEOUT, clock=clock)
+    assert poller.start(T0 + 0.1) == 1 and bus.addresses() == [1, 1, 4]     # 4 is silent
+    sim.add(ac(5))
+    handed = []
+    for k in range(4):
+        clock.now = T0 + 1 + k
+        started = poller.poll_next()
+        before = len(bus.asked)
+        if poller.wants_probe(started):
+            handed.append((k, bus.addresses(before)))
+            poller.probe(started)
+    # tick 0: the thread asks 2 and 3 (silent), then 5, which answers: handed over, and
+    # probe() asks 5 again, identifies it (a holding read refused, the input read), publishes
+    # it and goes on with the search while the slot has room (up to 12). Tick 1 polls 5; the
+    # thread asks 13, after which 4, the map's, is due: handed over unasked; probe() asks it.
+    assert handed == [(0, [2, 3, 5]), (1, [13])]
+    assert bus.addresses(3)[:7] == [1, 2, 3, 5, 5, 5, 5]
+    assert [p.spec.addresses for p in poller.published] == [(1,), (5,)]
+    tick_1 = bus.addresses(3).index(13) - 1
+    assert bus.addresses(3)[tick_1:tick_1 + 3] == [5, 13, 4]
 
 
 def test_each_tick_polls_the_next_published_meter(wire, clock):

@@ -121,12 +121,28 @@ class Poller(object):
         return started
 
     def wants_probe(self, started):
-        """True when probe(started) would ask something now: a thread that only polls hands
-        the probes (which may publish a meter) to the main loop only then."""
+        """True when probe(started) is to run now. A thread that only polls hands the probes
+        (which may publish a meter) to the main loop only then; the search's asks, which
+        nearly always meet silence, it makes here itself, as probe() would: only an address
+        that answers is left to probe(), which asks it again at once and identifies it."""
         if not (self._urgent or self.waiting or self.discovery is not None):
             self._probe_waiting_since = None
             return False        # every meter published, no search: no probe, ever (cheap)
-        return self._probe_turn(started) is not None
+        while True:
+            turn = self._probe_turn(started)
+            if turn is None:
+                return False
+            (kind, target), room = turn
+            if kind != 'search':
+                return True
+            self._probe_waiting_since = None
+            self.discovery.take(target)
+            if self._ask_address(target):
+                self._urgent[target] = 0    # something is there: probe() asks again at once
+            if target in self._urgent:      # (so does a garbled reply)
+                return True
+            if not room:
+                return False                # a forced probe: one, then the polls go on
 
     def probe(self, started):
         """Probes while the slot that started at `started` has room (see tick())."""
@@ -134,14 +150,19 @@ class Poller(object):
             turn = self._probe_turn(started)
             if turn is None:
                 return
-            probe, room = turn
+            (kind, target), room = turn
             self._probe_waiting_since = None
-            probe()
+            if kind == 'spec':
+                self._probe_spec(target)
+            else:
+                if kind == 'search':
+                    self.discovery.take(target)
+                self._probe_address(target)
             if not room:
                 return              # a forced probe: one, then the polls go on
 
     def _probe_turn(self, started):
-        """(probe, room left) when a probe is to run now, else None."""
+        """((kind, target), room left) when a probe is to run now, else None."""
         probe = self._next_probe()
         if probe is None:
             self._probe_waiting_since = None
@@ -154,28 +175,24 @@ class Poller(object):
         return probe, room
 
     def _next_probe(self):
-        """The most urgent probe that is due now, as a callable, or None."""
+        """The most urgent probe that is due now, or None: ('spec', Waiting) for a meter of
+        the map, ('address', address) for an address nobody named that is asked again at once,
+        ('search', address) for the search's next turn."""
         now = self.clock()
         for address in list(self._urgent):
             waiting = self._waiting_for(address)
             if waiting is not None:
-                return lambda: self._probe_spec(waiting)
+                return 'spec', waiting
             if self.discovery is not None and self.discovery.wanted(address):
-                return lambda: self._probe_address(address)
+                return 'address', address
             del self._urgent[address]   # the map took it away, or it was found meanwhile
         due = [w for w in self.waiting if w.due <= now]
         if due:
-            waiting = min(due, key=lambda w: w.due)
-            return lambda: self._probe_spec(waiting)
+            return 'spec', min(due, key=lambda w: w.due)
         if self.discovery is not None:
             next_due = self.discovery.next_due()
             if next_due is not None and next_due[0] <= now:
-                address = next_due[1]
-
-                def ask():
-                    self.discovery.take(address)
-                    self._probe_address(address)
-                return ask
+                return 'search', next_due[1]
         return None
 
     def _waiting_for(self, address):
@@ -230,8 +247,9 @@ class Poller(object):
         self.waiting.remove(waiting)
         self.published.append(publisher)
 
-    def _probe_address(self, address):
-        """Ask an address the map does not name; publish what answers there."""
+    def _ask_address(self, address):
+        """True when something answers at `address`, which the map does not name; a silence
+        or a garbled reply is booked here. Raises modbus.PortGone."""
         try:
             self._alive(address)
         except modbus.PortGone:
@@ -239,9 +257,15 @@ class Poller(object):
         except modbus.NoReply:
             self._urgent.pop(address, None)
             self.discovery.asked(address)
-            return
+            return False
         except modbus.BadFrame as e:
             self._garbled(address, e)
+            return False
+        return True
+
+    def _probe_address(self, address):
+        """Ask an address the map does not name; publish what answers there."""
+        if not self._ask_address(address):
             return
         try:
             model, regs = models.identify(self.bus, address)
