@@ -341,6 +341,35 @@ def test_bytes_after_a_good_frame_do_not_spoil_the_next_read(sim_bus, modbus_bus
     assert bus.stats['bad_frame'] == 0
 
 
+def test_requests_keep_3_5_characters_of_silence_on_the_line(monkeypatch):
+    # The Bus itself on a bare pty, the test on the other end: a request goes out only after
+    # t3.5 of silence since the last byte on the line. After a reply that is a sleep; after
+    # a silence the line has been quiet since the request's end, so the next goes at once.
+    sleeps = []
+    real_sleep = time.sleep
+    monkeypatch.setattr(modbus.time, 'sleep', lambda s: (sleeps.append(s), real_sleep(s)))
+    master, slave = os.openpty()
+    bus = Bus(os.ttyname(slave), timeout=0.05)          # 9600 baud 8N2: 11 bits a character
+    t35 = 3.5 * 11 / 9600
+    try:
+        bus.open()
+        os.write(master, frame_of([1, 2, 3]))           # the reply, waiting for the request
+        assert bus.read_input(1, 3) == [1, 2, 3]
+        replied = time.monotonic()
+        with pytest.raises(NoReply):
+            bus.read_input(2, 3)                        # right after the reply: waits t3.5
+        assert len(sleeps) == 1 and 0 < sleeps[0] <= t35
+        assert time.monotonic() - replied >= t35
+        with pytest.raises(NoReply):
+            bus.read_input(3, 3)                        # after 0.05 s of silence: at once
+        assert len(sleeps) == 1
+        assert os.read(master, 100) == b''.join(request_frame(a, 4, 0, 3) for a in (1, 2, 3))
+    finally:
+        bus.close()
+        os.close(master)
+        os.close(slave)
+
+
 @pytest.mark.pymodbus
 @pytest.mark.parametrize('fault, options, error, words', [
     ('no_reply', {}, NoReply, ['No reply from meter 1 on ttyPZEM0 within 0.2 s']),
