@@ -5,7 +5,8 @@ Benchmarks the real driver (`dbus-pzem` as a subprocess on a private dbus-daemon
 simulator in wire-time mode, and writes the numbers to docs/benchmarks.md. Numbers are measured
 and reported, never asserted: the machine may be shared and noisy. With --baseline, the same
 per-read cases also run on another tree's driver (a worktree at an older commit) for a "before"
-column; --per-read measures only those and the profile (about 15 minutes with 3 runs).
+column; --per-read measures only those, the floor, the search's cost and the profile (about
+20 minutes with 3 runs).
 """
 import argparse
 import contextlib
@@ -34,9 +35,9 @@ T35 = 3.5 * CHAR_BITS / BAUD        # Modbus inter-frame silence the master keep
 
 PLANS = {   # seconds unless said otherwise
     'full': dict(efficiency=20, cpu=60, soak_minutes=30.0, soak_sample=60, starts=5, exits=3,
-                 returns=5, profile=30, per_read=20, finds=5, jitter=60),
+                 returns=5, profile=30, per_read=20, finds=5, jitter=60, search=60),
     'quick': dict(efficiency=8, cpu=20, soak_minutes=1.5, soak_sample=10, starts=2, exits=1,
-                  returns=3, profile=15, per_read=8, finds=2, jitter=20),
+                  returns=3, profile=15, per_read=8, finds=2, jitter=20, search=20),
 }
 
 
@@ -291,6 +292,7 @@ def main(argv=None):
             say('== per read: %s' % ', '.join(label for label, _ in args.drivers))
             found = per_read.measure(bench, args.drivers, args.runs, args.plan['per_read'], say)
             floor = per_read.measure_floor(bench, args.runs, args.plan['per_read'], say)
+            search = per_read.measure_search(bench, DRIVER, args.runs, args.plan['search'], say)
         for key, measure in sections:
             say('== %s' % key)
             results[key] = measure(bench, args.plan)
@@ -298,6 +300,8 @@ def main(argv=None):
         results['per_read'] = per_read.render(found, args.drivers, args.runs,
                                               args.plan['per_read']) + per_read.render_floor(
             floor, found, [label for label, _ in args.drivers], args.runs, args.plan['per_read'])
+        results['per_read'] += per_read.render_search(
+            search, found, [label for label, _ in args.drivers], args.runs, args.plan['search'])
         for row in per_read.summary(found, [label for label, _ in args.drivers]):
             say(' | '.join(row))
     info['duration'] = time.monotonic() - began

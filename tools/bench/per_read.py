@@ -73,6 +73,47 @@ def measure_floor(bench, runs, window, say):
     return found
 
 
+def measure_search(bench, driver, runs, window, say):
+    """[CPU µs per read] of `driver` with one meter, values steady and the search for meters
+    the map does not name on (the default): the search at its costliest, as every slot has
+    room for probes. `window` should be a minute or more (the likely addresses come round
+    once a minute)."""
+    found = []
+    for i in range(runs):
+        with bench.run(ac_meters(1), ['--interval', '1'], meter_map(1, scan=True),
+                       name='search-%d' % i, driver=driver) as run:
+            run.wait_connected([1])
+            time.sleep(WARMUP)
+            cpu, reads = run.runtime(), sum(run.requests().values())
+            time.sleep(window)
+            cpu, reads = run.runtime() - cpu, sum(run.requests().values()) - reads
+        found.append(1e6 * cpu / reads)
+        say('run %d/%d, search on, 1 meter steady: %4.0f µs per read' % (i + 1, runs, found[-1]))
+    return found
+
+
+def render_search(search, found, labels, runs, window):
+    """The search's cost next to the same case with it off (and the baseline's, which has
+    no search)."""
+    off = _mean(found[(labels[-1], 1, False)], 'us')
+    on = statistics.mean(search)
+    spread = ' (%.0f..%.0f)' % (min(search), max(search)) if len(search) > 1 else ''
+    row = [labels[-1], '%.0f µs' % off, '%.0f µs%s' % (on, spread), '+%.0f µs' % (on - off)]
+    head = ['1 meter, values steady', 'search off (above)', 'search on', 'the search costs']
+    if len(labels) == 2:
+        before = _mean(found[(labels[0], 1, False)], 'us')
+        row.append('%.2f' % (on / before))
+        head.append('search on / %s (which has no search)' % labels[0])
+    return ('\n### With the search on (the default)\n\n'
+            'The figures above have the search for meters the map does not name off (`scan = '
+            'no`), as the baseline had no search. A GX runs it on unless the map turns it off: '
+            'it asks each likely address (1..16, 20) twice a minute and one other address every '
+            '5 s, each a short read that meets silence. With one meter every slot has room for '
+            'these asks, so this is the search at its costliest (with 8 meters a slot has none '
+            'and one is forced only every 10 s). Mean of %d runs of %d s, not taking turns with '
+            'the runs above.\n\n' % (runs, window)) + report.table(head, [row])
+
+
 def render_floor(floor, found, labels, runs, window):
     """What the floor costs, next to the driver's steady figures: the part of a read that is
     the machine's (wake-ups, system calls), and the part that is ours."""
