@@ -634,6 +634,22 @@ def test_a_polling_thread_hands_over_an_address_that_answers_and_the_map_s_meter
     assert bus.addresses(3)[tick_1:tick_1 + 3] == [5, 13, 4]
 
 
+def test_a_polling_thread_hands_over_a_garbled_address_for_its_retries(wire, clock):
+    sim, bus = wire(ac(1))
+    poller = Poller(bus, 'ttyPZEM0', [MeterSpec.single(1, model='ac')], 1.0, Publish(),
+                    found=found, scan_timeout=SCAN_TIMEOUT, clock=clock)
+    assert poller.start(T0 + 0.1) == 1 and bus.addresses() == [1, 1, 2]
+    sim.add(ac(3))
+    sim.meter(3).inject('bad_crc', count=1)
+    clock.now = T0 + 1
+    started = poller.poll_next()
+    assert poller.wants_probe(started)          # 3 garbled: something is there
+    assert bus.addresses(3) == [1, 3]
+    poller.probe(started)                       # asked again at once: identified, published
+    assert bus.addresses(3)[:5] == [1, 3, 3, 3, 3]
+    assert [p.spec.addresses for p in poller.published] == [(1,), (3,)]
+
+
 def test_each_tick_polls_the_next_published_meter(wire, clock):
     sim, bus = wire(ac(1), ac(2))
     specs = [MeterSpec.single(1, model='ac'), MeterSpec.single(2, model='ac')]

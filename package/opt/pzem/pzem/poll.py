@@ -138,8 +138,8 @@ class Poller(object):
             self._probe_waiting_since = None
             self.discovery.take(target)
             if self._ask_address(target):
-                self._urgent[target] = 0    # something is there: probe() asks again at once
-            if target in self._urgent:      # (so does a garbled reply)
+                self._urgent[target] = 0    # it answered: probe() asks again at once
+            if target in self._urgent:      # it answered, or garbled (asked again at once)
                 return True
             if not room:
                 return False                # a forced probe: one, then the polls go on
