@@ -349,8 +349,9 @@ def test_requests_keep_3_5_characters_of_silence_on_the_line(monkeypatch):
     real_sleep = time.sleep
     monkeypatch.setattr(modbus.time, 'sleep', lambda s: (sleeps.append(s), real_sleep(s)))
     master, slave = os.openpty()
-    bus = Bus(os.ttyname(slave), timeout=0.05)          # 9600 baud 8N2: 11 bits a character
-    t35 = 3.5 * 11 / 9600
+    # 1200 baud 8N2 (11 bits a character): a t3.5 of 32 ms, longer than a busy machine's stall
+    bus = Bus(os.ttyname(slave), baudrate=1200, timeout=0.15)
+    t35 = 3.5 * 11 / 1200
     try:
         bus.open()
         os.write(master, frame_of([1, 2, 3]))           # the reply, waiting for the request
@@ -361,7 +362,7 @@ def test_requests_keep_3_5_characters_of_silence_on_the_line(monkeypatch):
         assert len(sleeps) == 1 and 0 < sleeps[0] <= t35
         assert time.monotonic() - replied >= t35
         with pytest.raises(NoReply):
-            bus.read_input(3, 3)                        # after 0.05 s of silence: at once
+            bus.read_input(3, 3)                        # after 0.15 s of silence: at once
         assert len(sleeps) == 1
         assert os.read(master, 100) == b''.join(request_frame(a, 4, 0, 3) for a in (1, 2, 3))
     finally:
