@@ -1,5 +1,6 @@
 """Benchmark sections for finding meters: a meter plugged in while the driver runs, the poll
-jitter that looking for meters in the gaps adds, and start-up on a bus with faults."""
+jitter that looking for meters in the gaps adds, how promptly D-Bus reads are answered while it
+looks, and start-up on a bus with faults."""
 import statistics
 import time
 
@@ -60,6 +61,33 @@ def jitter(bench, plan, say):
     return rows
 
 
+def reads_while_searching(bench, plan, say):
+    """1 meter at --interval 1 (every slot has room for the search's asks), search off and on:
+    how long an independent client's GetValue of /Ac/Power takes, asked every 20 ms, from 5 s
+    after the meter is connected (past the start-up's asks)."""
+    rows = []
+    for scan in (False, True):
+        with bench.run(ac_meters(1), [], meter_map(1, scan=scan),
+                       name='reads-%s' % ('scan' if scan else 'noscan')) as run:
+            run.wait_connected([1])
+            pump(5.0)
+            took = []
+            end = time.monotonic() + plan['jitter']
+            while time.monotonic() < end:
+                asked = time.monotonic()
+                bench.client.get_value(service_name(1), '/Ac/Power')
+                took.append(time.monotonic() - asked)
+                pump(0.02)
+        took.sort()
+        rows.append(dict(scan=scan, reads=len(took), median=statistics.median(took),
+                         p99=took[int(0.99 * (len(took) - 1))], worst=took[-1],
+                         slow=sum(1 for t in took if t > 0.05)))
+        say('GetValue, search %s: median %.1f ms, p99 %.1f ms, worst %.1f ms, %d over 50 ms' % (
+            'on' if scan else 'off', 1e3 * rows[-1]['median'], 1e3 * rows[-1]['p99'],
+            1e3 * rows[-1]['worst'], rows[-1]['slow']))
+    return rows
+
+
 class FaultyMeter(BenchMeter):
     """10 % of replies with a bad CRC and 10 % not at all."""
     FAULTS = ('bad_crc', 'silent')
@@ -83,6 +111,7 @@ def start_under_faults(bench, plan, say):
 
 def measure(bench, plan, say):
     return dict(found=newly_connected(bench, plan, say), jitter=jitter(bench, plan, say),
+                reads=reads_while_searching(bench, plan, say),
                 faults=start_under_faults(bench, plan, say))
 
 
@@ -103,6 +132,14 @@ def render(result, spread, table):
                      [('on' if r['scan'] else 'off', r['polls'], '%.3f s' % r['median'],
                        '%.3f s' % r['p99'], '%.3f s' % r['worst'], r['probes'])
                       for r in rows]))
+    out.append('\nD-Bus reads while the driver looks for meters: one meter at `--interval 1` '
+               '(so every slot has room for the search\'s asks), an independent client asking '
+               '`GetValue` of `/Ac/Power` every 20 ms for the window, from 5 s after the meter '
+               'is connected (the start-up\'s own asks are over by then):\n\n')
+    out.append(table(('search', 'reads', 'median', '99th percentile', 'worst', 'over 50 ms'),
+                     [('on' if r['scan'] else 'off', r['reads'], '%.1f ms' % (1e3 * r['median']),
+                       '%.1f ms' % (1e3 * r['p99']), '%.1f ms' % (1e3 * r['worst']), r['slow'])
+                      for r in result.get('reads', ())]))
     out.append('\nStart-up on a bus with faults: 4 mapped PZEM-016 (model detected), 10 %% of '
                'replies with a bad CRC and 10 %% not at all, from starting the driver until all '
                'four are published with `/Connected` 1: %s.\n' % spread(faults['seconds']))
