@@ -25,6 +25,14 @@ def cases():
     return [(count, changing) for count in COUNTS for changing in (False, True)]
 
 
+def cpu_and_reads(run, window):
+    """(CPU seconds, reads) of a running driver over `window` s, from WARMUP s on."""
+    time.sleep(WARMUP)
+    cpu, reads = run.runtime(), sum(run.requests().values())
+    time.sleep(window)
+    return run.runtime() - cpu, sum(run.requests().values()) - reads
+
+
 def measure(bench, drivers, runs, window, say):
     """drivers: [(label, dbus-pzem path)]. Returns {(label, count, changing): [run, ...]},
     each run {'us': CPU µs per read, 'reads': n, 'hwm': VmHWM KiB, 'rss': VmRSS KiB}."""
@@ -38,10 +46,7 @@ def measure(bench, drivers, runs, window, say):
                                driver=path) as run, \
                         (Changer(meters) if changing else contextlib.nullcontext()):
                     run.wait_connected(range(1, count + 1))
-                    time.sleep(WARMUP)
-                    cpu, reads = run.runtime(), sum(run.requests().values())
-                    time.sleep(window)
-                    cpu, reads = run.runtime() - cpu, sum(run.requests().values()) - reads
+                    cpu, reads = cpu_and_reads(run, window)
                     memory = run.memory()
                 row = dict(us=1e6 * cpu / reads, reads=reads, hwm=memory['VmHWM'],
                            rss=memory['VmRSS'])
@@ -63,10 +68,7 @@ def measure_floor(bench, runs, window, say):
                 deadline = time.monotonic() + 20.0
                 while min(run.requests().values()) == 0 and time.monotonic() < deadline:
                     time.sleep(0.1)
-                time.sleep(WARMUP)
-                cpu, reads = run.runtime(), sum(run.requests().values())
-                time.sleep(window)
-                cpu, reads = run.runtime() - cpu, sum(run.requests().values()) - reads
+                cpu, reads = cpu_and_reads(run, window)
             found.setdefault(count, []).append(1e6 * cpu / reads)
             say('run %d/%d, floor  %2d meters         : %4.0f µs per read' % (
                 i + 1, runs, count, found[count][-1]))
@@ -83,10 +85,7 @@ def measure_search(bench, driver, runs, window, say):
         with bench.run(ac_meters(1), ['--interval', '1'], meter_map(1, scan=True),
                        name='search-%d' % i, driver=driver) as run:
             run.wait_connected([1])
-            time.sleep(WARMUP)
-            cpu, reads = run.runtime(), sum(run.requests().values())
-            time.sleep(window)
-            cpu, reads = run.runtime() - cpu, sum(run.requests().values()) - reads
+            cpu, reads = cpu_and_reads(run, window)
         found.append(1e6 * cpu / reads)
         say('run %d/%d, search on, 1 meter steady: %4.0f µs per read' % (i + 1, runs, found[-1]))
     return found
