@@ -50,6 +50,22 @@ def runtime_seconds(pid):
     return total / 1e9
 
 
+def wakeups(pid):
+    """Times the process's threads went to sleep of their own accord and were woken again
+    (voluntary context switches, /proc/PID/task/*/status): a count, not a time, so the
+    machine's noise does not move it."""
+    total = 0
+    for task in os.listdir('/proc/%d/task' % pid):
+        try:
+            with open('/proc/%d/task/%s/status' % (pid, task)) as f:
+                for line in f:
+                    if line.startswith('voluntary_ctxt_switches:'):
+                        total += int(line.split()[1])
+        except (OSError, IndexError, ValueError):
+            pass                # the thread ended meanwhile
+    return total
+
+
 def memory_kib(pid):
     """{'VmHWM': KiB, 'VmRSS': KiB} of one process."""
     found = {}
@@ -322,6 +338,9 @@ class DriverRun:
 
     def runtime(self):
         return runtime_seconds(self.pid)
+
+    def wakeups(self):
+        return wakeups(self.pid)
 
     def memory(self):
         return memory_kib(self.pid)

@@ -3,7 +3,9 @@
 Each case (1, 8, 16 PZEM-016 at `--interval 1`, values steady or all changing) runs `runs`
 times per driver, the drivers taking turns (and swapping who goes first every run), so that
 the load other programs put on the machine falls on both alike. CPU is the driver process's
-time on a CPU (schedstat, ns) over the window, divided by the reads the simulated meters got.
+time on a CPU (schedstat, ns) over the window, divided by the reads the simulated meters got;
+wake-ups are its threads' voluntary context switches over the same window, per read: a count
+the machine's noise does not move, where the CPU time can vary by half from hour to hour.
 """
 import contextlib
 import os
@@ -25,17 +27,21 @@ def cases():
     return [(count, changing) for count in COUNTS for changing in (False, True)]
 
 
-def cpu_and_reads(run, window):
-    """(CPU seconds, reads) of a running driver over `window` s, from WARMUP s on."""
+def per_read(run, window):
+    """{'us': CPU µs, 'wakes': wake-ups, per read; 'reads'} of a running driver over `window`
+    s, from WARMUP s on."""
     time.sleep(WARMUP)
-    cpu, reads = run.runtime(), sum(run.requests().values())
+    cpu, wakes, reads = run.runtime(), run.wakeups(), sum(run.requests().values())
     time.sleep(window)
-    return run.runtime() - cpu, sum(run.requests().values()) - reads
+    reads = sum(run.requests().values()) - reads
+    return dict(us=1e6 * (run.runtime() - cpu) / reads,
+                wakes=(run.wakeups() - wakes) / reads, reads=reads)
 
 
 def measure(bench, drivers, runs, window, say):
     """drivers: [(label, dbus-pzem path)]. Returns {(label, count, changing): [run, ...]},
-    each run {'us': CPU µs per read, 'reads': n, 'hwm': VmHWM KiB, 'rss': VmRSS KiB}."""
+    each run {'us': CPU µs per read, 'wakes': wake-ups per read, 'reads': n, 'hwm': VmHWM
+    KiB, 'rss': VmRSS KiB}."""
     found = {}
     for i in range(runs):
         for count, changing in cases():
@@ -46,19 +52,18 @@ def measure(bench, drivers, runs, window, say):
                                driver=path) as run, \
                         (Changer(meters) if changing else contextlib.nullcontext()):
                     run.wait_connected(range(1, count + 1))
-                    cpu, reads = cpu_and_reads(run, window)
+                    row = per_read(run, window)
                     memory = run.memory()
-                row = dict(us=1e6 * cpu / reads, reads=reads, hwm=memory['VmHWM'],
-                           rss=memory['VmRSS'])
+                row.update(hwm=memory['VmHWM'], rss=memory['VmRSS'])
                 found.setdefault((label, count, changing), []).append(row)
-                say('run %d/%d, %-6s %2d meters %-8s: %4.0f µs per read, VmHWM %.1f MiB' % (
-                    i + 1, runs, label, count, 'changing' if changing else 'steady',
-                    row['us'], row['hwm'] / 1024.0))
+                say('run %d/%d, %-6s %2d meters %-8s: %4.0f µs, %.2f wake-ups per read, VmHWM '
+                    '%.1f MiB' % (i + 1, runs, label, count, 'changing' if changing else 'steady',
+                                  row['us'], row['wakes'], row['hwm'] / 1024.0))
     return found
 
 
 def measure_floor(bench, runs, window, say):
-    """{count: [CPU µs per read of floor_driver.py, ...]}, values steady, as measure() does."""
+    """{count: [per_read() of floor_driver.py, ...]}, values steady, as measure() does."""
     found = {}
     for i in range(runs):
         for count in COUNTS:
@@ -68,15 +73,14 @@ def measure_floor(bench, runs, window, say):
                 deadline = time.monotonic() + 20.0
                 while min(run.requests().values()) == 0 and time.monotonic() < deadline:
                     time.sleep(0.1)
-                cpu, reads = cpu_and_reads(run, window)
-            found.setdefault(count, []).append(1e6 * cpu / reads)
-            say('run %d/%d, floor  %2d meters         : %4.0f µs per read' % (
-                i + 1, runs, count, found[count][-1]))
+                found.setdefault(count, []).append(per_read(run, window))
+            say('run %d/%d, floor  %2d meters         : %4.0f µs, %.2f wake-ups per read' % (
+                i + 1, runs, count, found[count][-1]['us'], found[count][-1]['wakes']))
     return found
 
 
 def measure_search(bench, driver, runs, window, say):
-    """[CPU µs per read] of `driver` with one meter, values steady and the search for meters
+    """[per_read()] of `driver` with one meter, values steady and the search for meters
     the map does not name on (the default): the search at its costliest, as every slot has
     room for probes. `window` should be a minute or more (the likely addresses come round
     once a minute)."""
@@ -85,23 +89,24 @@ def measure_search(bench, driver, runs, window, say):
         with bench.run(ac_meters(1), ['--interval', '1'], meter_map(1, scan=True),
                        name='search-%d' % i, driver=driver) as run:
             run.wait_connected([1])
-            cpu, reads = cpu_and_reads(run, window)
-        found.append(1e6 * cpu / reads)
-        say('run %d/%d, search on, 1 meter steady: %4.0f µs per read' % (i + 1, runs, found[-1]))
+            found.append(per_read(run, window))
+        say('run %d/%d, search on, 1 meter steady: %4.0f µs, %.2f wake-ups per read' % (
+            i + 1, runs, found[-1]['us'], found[-1]['wakes']))
     return found
 
 
 def render_search(search, found, labels, runs, window):
     """The search's cost next to the same case with it off (and the baseline's, which has
     no search)."""
-    off = _mean(found[(labels[-1], 1, False)], 'us')
-    on = statistics.mean(search)
-    spread = ' (%.0f..%.0f)' % (min(search), max(search)) if len(search) > 1 else ''
-    row = [labels[-1], '%.0f µs' % off, '%.0f µs%s' % (on, spread), '+%.0f µs' % (on - off)]
-    head = ['1 meter, values steady', 'search off (above)', 'search on', 'the search costs']
+    off = found[(labels[-1], 1, False)]
+    row = [labels[-1], '%.0f µs, %.2f' % (_mean(off, 'us'), _mean(off, 'wakes')),
+           '%s µs, %.2f' % (_spread(search, 'us'), _mean(search, 'wakes')),
+           '+%.0f µs, +%.2f' % (_mean(search, 'us') - _mean(off, 'us'),
+                                _mean(search, 'wakes') - _mean(off, 'wakes'))]
+    head = ['1 meter, values steady: CPU, wake-ups per read', 'search off (above)', 'search on',
+            'the search costs']
     if len(labels) == 2:
-        before = _mean(found[(labels[0], 1, False)], 'us')
-        row.append('%.2f' % (on / before))
+        row.append('%.2f' % (_mean(search, 'us') / _mean(found[(labels[0], 1, False)], 'us')))
         head.append('search on / %s (which has no search)' % labels[0])
     return ('\n### With the search on (the default)\n\n'
             'The figures above have the search for meters the map does not name off (`scan = '
@@ -109,7 +114,9 @@ def render_search(search, found, labels, runs, window):
             'it asks each likely address (1..16, 20) twice a minute and one other address every '
             '5 s, each a short read that meets silence. With one meter every slot has room for '
             'these asks, so this is the search at its costliest (with 8 meters a slot has none '
-            'and one is forced only every 10 s). Mean of %d runs of %d s, not taking turns with '
+            'and one is forced only every 10 s). Each silent ask ends in a wake-up (its '
+            'timeout), and the first of a slot\'s asks waits for the 3.5 characters of silence '
+            'after the poll\'s reply (another). Mean of %d runs of %d s, not taking turns with '
             'the runs above.\n\n' % (runs, window)) + report.table(head, [row])
 
 
@@ -122,17 +129,22 @@ def render_floor(floor, found, labels, runs, window):
            'waits for the reply and reads it; no check, no decode, no publishing. Measured as '
            'above (values steady, mean of %d runs of %d s). What the driver costs above it is '
            'the work of our own code; the floor itself is wake-ups and system calls, and only '
-           'fewer wake-ups per read can lower it.\n\n' % (runs, window)]
+           'fewer wake-ups per read can lower it. Wake-ups per read (voluntary context '
+           'switches of the process\'s threads) are a count, not a time: two per read (the '
+           'slot, the reply) is the least a read that waits for its reply can have.\n\n'
+           % (runs, window)]
     rows = []
     for count in COUNTS:
-        mean = statistics.mean(floor[count])
-        row = ['%d meter%s' % (count, 's' if count > 1 else ''), '%.0f µs' % mean]
+        mean = _mean(floor[count], 'us')
+        row = ['%d meter%s' % (count, 's' if count > 1 else ''),
+               '%.0f µs, %.2f' % (mean, _mean(floor[count], 'wakes'))]
         for label in labels:
-            driver = _mean(found[(label, count, False)], 'us')
-            row.append('%.0f µs (+%.0f)' % (driver, driver - mean))
+            runs_ = found[(label, count, False)]
+            row.append('%.0f µs (+%.0f), %.2f' % (_mean(runs_, 'us'), _mean(runs_, 'us') - mean,
+                                                  _mean(runs_, 'wakes')))
         rows.append(row)
-    out.append(report.table(['values steady', 'floor'] + ['%s (above the floor)' % label
-                                                          for label in labels], rows))
+    out.append(report.table(['values steady: CPU (above the floor), wake-ups per read',
+                             'floor'] + labels, rows))
     return ''.join(out)
 
 
@@ -195,12 +207,14 @@ def render(found, drivers, runs, window):
     if len(labels) == 2:
         head += ['%s / %s' % (labels[1], labels[0]), 'target']
     w(report.table(head, summary(found, labels)))
-    w('\nEvery run (CPU µs per read / reads in the window / VmHWM KiB):\n\n')
+    w('\nEvery run (CPU µs per read / wake-ups per read / reads in the window / VmHWM KiB):'
+      '\n\n')
     rows = []
     for count, changing in cases():
         for label in labels:
             rows.append(('%d, %s' % (count, 'changing' if changing else 'steady'), label,
-                         ', '.join('%.0f / %d / %d' % (r['us'], r['reads'], r['hwm'])
+                         ', '.join('%.0f / %.2f / %d / %d' % (r['us'], r['wakes'],
+                                                               r['reads'], r['hwm'])
                                    for r in found[(label, count, changing)])))
     w(report.table(('meters, values', 'driver', 'runs'), rows))
     return ''.join(out)
