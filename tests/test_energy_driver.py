@@ -256,6 +256,25 @@ def test_a_restart_keeps_the_totals_and_books_what_was_counted_while_stopped(tmp
         assert nondecreasing(forward.read), forward.read
 
 
+def test_a_count_too_large_for_the_time_stopped_is_not_booked_and_says_so(tmp_path):
+    with patient(tmp_path, [multi_input_meter(energy_wh=5000)], GRID) as rig:
+        meter = rig.meters[1]
+        rig.start_driver()
+        grid = rig.wait_service(rig.service('grid', 1))
+        Forward(rig, grid).wait(5.0)
+        assert rig.stop_driver() == 0
+
+        meter.energy_wh += 500000               # 500 kWh in the seconds the driver was off
+        rig.start_driver()
+        rig.wait_service(grid)
+        forward = Forward(rig, grid)
+        meter.set(voltage=230.2)                # the next fresh reading
+        rig.wait_value(grid, '/Ac/L1/Voltage', approx(230.2))
+        forward.stays(5.0, meter)
+        assert rig.value(grid, '/Pzem/Errors/EnergyDropped') == 1
+        assert rig.log().count('ttyPZEM0:1: energy count not booked: 500000 Wh in ') == 1
+
+
 def test_a_three_phase_group_takes_each_phase_sign_from_the_multi(tmp_path):
     text = (NO_SCAN + '[4]\ngroup = house\nphase = L1\nrole = grid\nsign = vebus\n'
             '[5]\ngroup = house\nphase = L2\n[6]\ngroup = house\nphase = L3\n')

@@ -82,7 +82,9 @@ class Publisher(object):
                 meter.energy = context.energy_for(meter.model)
                 meter.energy.restore(saved.get(phase))
                 if meter.reading is not None:       # the probe's reading
-                    meter.energy.book(meter.reading['energy'], self._sign(phase))
+                    dropped = meter.energy.book(meter.reading['energy'], self._sign(phase))
+                    if dropped:
+                        meter.log.warning('energy count not booked: %s', dropped)
         self._start()
 
     @property
