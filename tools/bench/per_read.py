@@ -5,7 +5,7 @@ times per driver, the drivers taking turns (and swapping who goes first every ru
 the load other programs put on the machine falls on both alike. CPU is the driver process's
 time on a CPU (schedstat, ns) over the window, divided by the reads the simulated meters got;
 wake-ups are its threads' voluntary context switches over the same window, per read: a count
-the machine's noise does not move, where the CPU time can vary by half from hour to hour.
+the machine's noise does not move, where the CPU time varied several-fold from hour to hour.
 """
 import contextlib
 import os

@@ -88,15 +88,20 @@ class Meter(object):
         self.fresh = True
         self.misses = 0
         if self.energy is not None:
-            dropped = self.energy.book(values['energy'], sign)
-            if dropped:
-                self.log.warning('energy count not booked: %s', dropped)
+            self.book(sign)
         if not self.connected:
             self.connected = True
             if self.last_error:
                 self.log.info('answering again (was: %s)', self.last_error)
             return True
         return False
+
+    def book(self, sign=1):
+        """Book the last reading's energy count into `energy` (the driver's totals), saying why
+        when an increment is dropped."""
+        dropped = self.energy.book(self.reading['energy'], sign)
+        if dropped:
+            self.log.warning('energy count not booked: %s', dropped)
 
     def _miss(self, error, reason=None):
         kind = 'implausible' if error is None else (

@@ -82,9 +82,7 @@ class Publisher(object):
                 meter.energy = context.energy_for(meter.model)
                 meter.energy.restore(saved.get(phase))
                 if meter.reading is not None:       # the probe's reading
-                    dropped = meter.energy.book(meter.reading['energy'], self._sign(phase))
-                    if dropped:
-                        meter.log.warning('energy count not booked: %s', dropped)
+                    meter.book(self._sign(phase))
         self._start()
 
     @property
