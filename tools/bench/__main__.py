@@ -5,8 +5,8 @@ Benchmarks the real driver (`dbus-pzem` as a subprocess on a private dbus-daemon
 simulator in wire-time mode, and writes the numbers to docs/benchmarks.md. Numbers are measured
 and reported, never asserted: the machine may be shared and noisy. With --baseline, the same
 per-read cases also run on another tree's driver (a worktree at an older commit) for a "before"
-column; --per-read measures only those, the floor, the search's cost and the profile (about
-20 minutes with 3 runs).
+column; --per-read measures only those, the floor, the search's cost, the instructions per read
+(valgrind's callgrind, when installed) and the profile (about 40 minutes with 3 runs).
 """
 import argparse
 import contextlib
@@ -18,14 +18,16 @@ import statistics
 import sys
 import time
 
-from harness import (DRIVER, ROOT, TURNAROUND, Bench, Changer, ac_meters, connected,
+from harness import (DRIVER, HERE, ROOT, TURNAROUND, Bench, Changer, ac_meters, connected,
                      connected_with_values, meter_map)
 from capture import Capture
 import discovery
+import instructions
 import per_read
 from dbus_helpers import pump       # tests/dbus_helpers.py: harness put tests/ on sys.path
 import report
 
+PROFILER = os.path.join(HERE, 'profiled_driver.py')
 AC_REQUEST, AC_REPLY = 8, 25        # bytes of a PZEM-016 read: 10 input registers
 CHAR_BITS = 11                      # start + 8 data + 2 stop bits (the driver's default 8N2)
 BAUD = 9600
@@ -256,7 +258,7 @@ def profile(bench, plan):
     over a window after start-up (SIGUSR1 starts it, SIGUSR2 stops it)."""
     path = os.path.join(bench.workdir, 'driver.prof')
     meters = ac_meters(8)
-    with bench.run(meters, ['--interval', '0'], meter_map(8), profile=path,
+    with bench.run(meters, ['--interval', '0'], meter_map(8), wrapper=[PROFILER, path],
                    name='profile') as run, Changer(meters):
         run.wait_connected(range(1, 9))
         time.sleep(2.0)
@@ -289,6 +291,11 @@ def main(argv=None):
     sections = [s for s in SECTIONS if s[0] == 'profile'] if args.per_read else list(SECTIONS)
     with Bench(args.workdir) as bench:
         if args.per_read or len(args.drivers) > 1:
+            say('== instructions per read: %s' % ', '.join(label for label, _ in args.drivers))
+            why_not = instructions.missing()
+            if why_not:
+                say('not counted: %s' % why_not)
+            counted = None if why_not else instructions.measure(bench, args.drivers, say)
             say('== per read: %s' % ', '.join(label for label, _ in args.drivers))
             found = per_read.measure(bench, args.drivers, args.runs, args.plan['per_read'], say)
             floor = per_read.measure_floor(bench, args.runs, args.plan['per_read'], say)
@@ -302,6 +309,8 @@ def main(argv=None):
             floor, found, [label for label, _ in args.drivers], args.runs, args.plan['per_read'])
         results['per_read'] += per_read.render_search(
             search, found, [label for label, _ in args.drivers], args.runs, args.plan['search'])
+        results['per_read'] += instructions.render(
+            counted, [label for label, _ in args.drivers], why_not)
         for row in per_read.summary(found, [label for label, _ in args.drivers]):
             say(' | '.join(row))
     info['duration'] = time.monotonic() - began

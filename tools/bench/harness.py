@@ -22,7 +22,6 @@ from dbus_helpers import Client, bus_env, private_bus, pump_until, stop_process 
 from pzemsim import AcMeter, SimBus  # noqa: E402
 
 DRIVER = os.path.join(ROOT, 'package', 'opt', 'pzem', 'dbus-pzem')
-PROFILER = os.path.join(HERE, 'profiled_driver.py')
 SETTINGS = os.path.join(ROOT, 'tests', 'fake_localsettings.py')
 BUSITEM = 'com.victronenergy.BusItem'
 PORT = 'ttyPZEM0'
@@ -259,9 +258,10 @@ class Bench:
     def __exit__(self, *exc):
         self._stack.close()
 
-    def run(self, meters, driver_args=(), map_text=None, profile=None, name='run', driver=None):
-        """`driver`: the dbus-pzem to run (default: this tree's)."""
-        return DriverRun(self, meters, list(driver_args), map_text, profile, name,
+    def run(self, meters, driver_args=(), map_text=None, wrapper=(), name='run', driver=None):
+        """`driver`: the dbus-pzem to run (default: this tree's); `wrapper`: a script and its
+        arguments that run it (profiled_driver.py, callgrind_driver.py), or none."""
+        return DriverRun(self, meters, list(driver_args), map_text, list(wrapper), name,
                          driver or DRIVER)
 
     @contextlib.contextmanager
@@ -276,7 +276,7 @@ class Bench:
 class DriverRun:
     """One simulated bus and one `dbus-pzem` process on it."""
 
-    def __init__(self, bench, meters, driver_args, map_text, profile, name, driver):
+    def __init__(self, bench, meters, driver_args, map_text, wrapper, name, driver):
         self.bench = bench
         self.driver = driver
         self.meters = meters
@@ -290,7 +290,7 @@ class DriverRun:
             with open(self.map_path, 'w') as f:
                 f.write(map_text)
         self.driver_args = driver_args
-        self.profile = profile
+        self.wrapper = wrapper
         self.sim = SimBus(self.link, wire_time=True, turnaround=TURNAROUND)
         for meter in meters:
             self.sim.add(meter)
@@ -314,10 +314,8 @@ class DriverRun:
             self.sim.stop()
 
     def start_driver(self):
-        command = [sys.executable]
-        if self.profile:
-            command += [PROFILER, self.profile]
-        command += [self.driver, '--config', self.map_path] + self.driver_args + [self.link]
+        command = [sys.executable] + self.wrapper + [self.driver, '--config', self.map_path]
+        command += self.driver_args + [self.link]
         with open(self.log_path, 'ab') as log:
             self.started = time.monotonic()
             self.proc = subprocess.Popen(command, env=bus_env(self.bench.address), stdout=log,
