@@ -101,7 +101,7 @@ def render_search(search, found, labels, runs, window):
     off = found[(labels[-1], 1, False)]
     row = [labels[-1], '%.0f µs, %.2f' % (_mean(off, 'us'), _mean(off, 'wakes')),
            '%s µs, %.2f' % (_spread(search, 'us'), _mean(search, 'wakes')),
-           '+%.0f µs, +%.2f' % (_mean(search, 'us') - _mean(off, 'us'),
+           '%+.0f µs, %+.2f' % (_mean(search, 'us') - _mean(off, 'us'),
                                 _mean(search, 'wakes') - _mean(off, 'wakes'))]
     head = ['1 meter, values steady: CPU, wake-ups per read', 'search off (above)', 'search on',
             'the search costs']
