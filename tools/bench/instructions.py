@@ -102,6 +102,8 @@ def _costs(path):
             total = cost
         elif SIGNAL_FUNCTIONS.search(parts[1]):
             signal += cost
+    if not total:
+        raise RuntimeError('no PROGRAM TOTALS in callgrind_annotate\'s output for %s' % path)
     return total, signal
 
 
