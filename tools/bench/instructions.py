@@ -118,7 +118,7 @@ def render(found, labels, why_not=None):
         'once every meter had been read %d times (the interpreter has specialized the code '
         'that runs per read by then), then off after %s reads; '
         'every instruction of the process in user space, in all its threads, divided by the '
-        'reads the meters got (one run each: a count, the same run after run to about 1 %%, '
+        'reads the meters got (one run each: a count, the same run after run to within about 2 %%, '
         'where the CPU time varied several-fold). Not counted: the kernel\'s part of a read '
         '(its system calls, the wake-ups) and what cache misses after each sleep cost, which '
         'are most of the floor\'s CPU time. "Signal" is the part spent in dbus-python\'s C '
