@@ -36,33 +36,30 @@ def cpu_seconds(pid):
     return int(fields[11]) / TICK, int(fields[12]) / TICK     # fields 14 and 15 of stat(5)
 
 
-def runtime_seconds(pid):
-    """Time on a CPU of all the process's threads, to the nanosecond (/proc/PID/task/*/schedstat):
-    the same as utime + stime without their clock-tick (10 ms) resolution."""
+def _per_thread(pid, name, parse):
+    """The sum of parse(text of /proc/PID/task/TID/name) over the process's threads."""
     total = 0
     for task in os.listdir('/proc/%d/task' % pid):
         try:
-            with open('/proc/%d/task/%s/schedstat' % (pid, task)) as f:
-                total += int(f.read().split()[0])
+            with open('/proc/%d/task/%s/%s' % (pid, task, name)) as f:
+                total += parse(f.read())
         except (OSError, IndexError, ValueError):
             pass                # the thread ended meanwhile
-    return total / 1e9
+    return total
+
+
+def runtime_seconds(pid):
+    """Time on a CPU of all the process's threads, to the nanosecond (/proc/PID/task/*/schedstat):
+    the same as utime + stime without their clock-tick (10 ms) resolution."""
+    return _per_thread(pid, 'schedstat', lambda text: int(text.split()[0])) / 1e9
 
 
 def wakeups(pid):
     """Times the process's threads went to sleep of their own accord and were woken again
     (voluntary context switches, /proc/PID/task/*/status): a count, not a time, so the
     machine's noise does not move it."""
-    total = 0
-    for task in os.listdir('/proc/%d/task' % pid):
-        try:
-            with open('/proc/%d/task/%s/status' % (pid, task)) as f:
-                for line in f:
-                    if line.startswith('voluntary_ctxt_switches:'):
-                        total += int(line.split()[1])
-        except (OSError, IndexError, ValueError):
-            pass                # the thread ended meanwhile
-    return total
+    return _per_thread(pid, 'status', lambda text: int(
+        text.split('\nvoluntary_ctxt_switches:', 1)[1].split()[0]))
 
 
 def memory_kib(pid):
