@@ -16,7 +16,7 @@ import time
 import tty
 from collections import Counter
 
-from .faults import KINDS
+from .faults import KINDS, Timed
 from .framing import RequestFramer
 from .meters import BROADCAST
 
@@ -181,23 +181,26 @@ class SimBus:
             listeners = list(self.meters)
         else:
             listeners = [m for m in self.meters if m.address == address]
-        replies = [r for r in (m.handle(request) for m in listeners) if r is not None]
+        replies = [Timed.of(r) for r in (m.handle(request) for m in listeners) if r is not None]
         if not replies:
             self._counts['unanswered'] += 1
             return
         if len(replies) > 1:
             self._counts['collisions'] += 1
-        reply = collide(replies)
+            replies = [Timed.of(collide([r.joined() for r in replies]))]
+        self._counts['replies'] += 1
         due = end
         if self.wire_time:
-            due += (len(request) + len(reply)) * self.char_time + self.turnaround
-        self._sequence += 1
-        heapq.heappush(self._due, (due, self._sequence, reply))
+            due += len(request) * self.char_time + self.turnaround
+        for delay, piece in replies[0]:
+            if self.wire_time:
+                delay += len(piece) * self.char_time     # its last byte is on the wire then
+            self._sequence += 1
+            heapq.heappush(self._due, (due + delay, self._sequence, piece))
 
     def _send_due(self, now):
         while self._due and self._due[0][0] <= now:
-            if self._write(heapq.heappop(self._due)[2]):
-                self._counts['replies'] += 1
+            self._write(heapq.heappop(self._due)[2])
 
     def _write(self, data):
         try:

@@ -43,8 +43,10 @@ class Meter:
         self.address = address
         self.stats = Counter()      # requests, replies, exceptions, faults, one count per fault
         self._lock = threading.RLock()
-        self._faults = Faults()
         self._rng = random.Random(address if seed is None else seed)
+        self._faults = Faults(self._rng)
+        self._dead_until = None     # monotonic time a `dead` fault ends
+        self._previous = None       # the reply to the request before (the `previous` fault)
         self._energy = float(energy_wh)
         self._accumulate_since = None
 
@@ -94,14 +96,17 @@ class Meter:
 
     # -- faults -------------------------------------------------------------------------
 
-    def inject(self, kind, count=None, **options):
-        """Misbehave for `count` requests (None: until cleared); see pzemsim.faults."""
+    def inject(self, kind, count=None, share=None, **options):
+        """Misbehave for `count` requests (None: until cleared), or a `share` of them at
+        random; see pzemsim.faults."""
         with self._lock:
-            self._faults.inject(kind, count, **options)
+            self._faults.inject(kind, count, share, **options)
 
     def clear_faults(self, kind=None):
         with self._lock:
             self._faults.clear(kind)
+            if kind in (None, 'dead'):
+                self._dead_until = None
 
     @property
     def faults(self):
@@ -126,11 +131,22 @@ class Meter:
 
     def handle(self, request):
         """The bytes this meter puts on the wire for `request` (addressed to it, to the
-        general address 0xF8 or broadcast), or None for silence."""
+        general address 0xF8 or broadcast), None for silence, or a faults.Timed when a fault
+        spreads them over time."""
         with self._lock:
             if self._faults.take('silent') is not None:
                 self._count_faults(['silent'])
                 return None
+            now = time.monotonic()
+            if self._dead_until is None:
+                dead = self._faults.take('dead')
+                if dead is not None:
+                    self._dead_until = now + dead['seconds']
+            if self._dead_until is not None:
+                if now < self._dead_until:
+                    self._count_faults(['dead'])
+                    return None
+                self._dead_until = None
             self.stats['requests'] += 1
             self._count_energy()
             own = self.address                  # replies carry the address the request found
@@ -145,7 +161,8 @@ class Meter:
                 reply = self._execute(request, own)
             if reply[1] & 0x80:
                 self.stats['exceptions'] += 1
-            reply, applied = self._faults.spoil(reply, self._rng)
+            previous, self._previous = self._previous, reply
+            reply, applied = self._faults.spoil(reply, own, previous)
             self._count_faults(applied)
             if reply is not None:
                 self.stats['replies'] += 1

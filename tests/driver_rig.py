@@ -166,6 +166,11 @@ class Rig(object):
         pump_until(lambda: self.log().count(text) >= count, timeout, 'log line %r' % text)
         return self.log()
 
+    def wait_started(self, timeout=8.0):
+        """Pump until the driver's start-up (the map's meters, then the likely addresses) is
+        over and its poll loop runs: the meters are published before that, complete."""
+        return self.wait_log(' meter(s) published in ', timeout=timeout)
+
     def wait_exit(self, timeout):
         pump_until(lambda: self.driver.poll() is not None, timeout, 'the driver to exit')
         return self.driver.returncode

@@ -258,7 +258,7 @@ def test_the_log_a_gx_owner_can_act_on(tmp_path):
         rig.wait_log('INFO ttyPZEM0:4: answering now')
 
         rig.meters[1].inject('silent')                      # meter 1 goes quiet, and is back
-        rig.wait_value(grid, '/Connected', lambda v: v == 0)
+        rig.wait_value(grid, '/Connected', lambda v: v == 0, timeout=8.0)
         rig.meters[1].clear_faults()
         rig.wait_value(grid, '/Connected', lambda v: v == 1)
 
@@ -268,7 +268,7 @@ def test_the_log_a_gx_owner_can_act_on(tmp_path):
         assert lines(rig, 'INFO ttyPZEM0:4: answering now') == ['INFO ttyPZEM0:4: answering now']
         down = lines(rig, 'WARNING ttyPZEM0:1: not answering')
         assert len(down) == 1 and down[0].startswith(
-            'WARNING ttyPZEM0:1: not answering (3 polls missed; last: ')
+            'WARNING ttyPZEM0:1: not answering (') and ' polls missed in 5.' in down[0]
         assert lines(rig, 'INFO ttyPZEM0:1: answering again') == [
             'INFO ttyPZEM0:1: answering again (was: no reply)']
         assert log[-1] == 'INFO stopping: asked to (SIGTERM)'

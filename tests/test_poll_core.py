@@ -14,7 +14,7 @@ import pytest
 
 from pzem import modbus, models, roles
 from pzem.discovery import AGAIN_SECONDS, LIKELY, LIKELY_SECONDS, REST_SECONDS, Discovery
-from pzem.meter import MISSES_TO_DISCONNECT, Meter, meter_log
+from pzem.meter import MISSES_TO_DISCONNECT, SECONDS_TO_DISCONNECT, Meter, meter_log
 from pzem.meter_map import MeterSpec
 from pzem.poll import (BACKOFF_SECONDS, FORCE_SECONDS, GARBLED_RETRIES, PROBE_MARGIN,
                        START_PASSES, Poller)
@@ -96,9 +96,9 @@ class Published(object):
     def family(self):
         return self.phases[0][1].model.family
 
-    def poll(self, bus):
+    def poll(self, bus, retry_until=None):
         for _, meter in self.phases:
-            meter.poll(bus)
+            meter.poll(bus, retry_until=retry_until)
         self.polls += 1
 
     def apply(self, spec):
@@ -157,17 +157,18 @@ def test_meter_disconnects_after_three_misses_in_a_row_and_is_back_at_the_first_
     meter = Meter('ttyPZEM0', 1, models.AC, clock=clock)
     assert meter.poll(bus) is True and meter.connected
     assert meter.reading['voltage'] == 230.0
-    kinds = ('exception', 'bad_crc', 'silent')
+    kinds = ('exception', 'bad_crc', 'silent', 'silent')
     for n, kind in enumerate(kinds, 1):
+        clock.now += 1.5
         sim.meter(1).inject(kind, count=1)
         changed = meter.poll(bus)
         assert meter.misses == n
-        if n < MISSES_TO_DISCONNECT:
-            # a miss or two keep the last good reading published
+        if n < MISSES_TO_DISCONNECT + 1:
+            # misses for less than SECONDS_TO_DISCONNECT keep the last good reading published
             assert not changed and meter.connected and meter.reading['voltage'] == 230.0
     assert changed is True and not meter.connected and meter.reading is None
-    assert meter.errors == {'no_reply': 1, 'bad_frame': 1, 'exception': 1, 'implausible': 0}
-    assert 'not answering (3 polls missed' in caplog.text
+    assert meter.errors == {'no_reply': 2, 'bad_frame': 1, 'exception': 1, 'implausible': 0}
+    assert 'not answering (4 polls missed in 6.2 s' in caplog.text
     sim.meter(1).set(voltage=231.0, power=415.8)
     assert meter.poll(bus) is True and meter.connected and meter.misses == 0
     assert meter.reading['voltage'] == 231.0
@@ -345,12 +346,16 @@ def test_start_asks_the_map_first_then_the_likely_addresses(wire, clock):
     likely = [a for a in LIKELY if a != 5]
     # every address is first asked for one register (the scan timeout); then 30 is identified
     # (a holding register, then the input registers), 5 (said to be a PZEM-016) stays silent;
-    # discovery's 3 is identified by its holding register
-    assert bus.addresses() == [30, 30, 30, 5] + likely[:3] + [3] + likely[3:]
-    assert bus.timeouts == [SCAN_TIMEOUT, None, SCAN_TIMEOUT] + [SCAN_TIMEOUT] * len(likely)
+    # discovery's 3 is identified by its holding register, then read: it is published with its
+    # first reading, as every meter is
+    assert bus.addresses() == [30, 30, 30, 5] + likely[:3] + [3, 3] + likely[3:]
+    assert bus.timeouts == [SCAN_TIMEOUT, None, SCAN_TIMEOUT] + [SCAN_TIMEOUT] * 3 + [None] + \
+        [SCAN_TIMEOUT] * (len(likely) - 3)
     assert [spec.addresses for spec, _ in publish.calls] == [(30,), (3,)]
     assert [p.spec for p in poller.published] == [spec30, publish.calls[1][0]]
     assert publish.calls[1][1][0][1].model is models.DC
+    for _, phases in publish.calls:
+        assert phases[0][1].connected and phases[0][1].reading is not None
     assert [w.spec for w in poller.waiting] == [spec5]
     assert poller.answered == {30, 3}
 
@@ -669,9 +674,9 @@ def test_a_group_is_published_when_one_phase_answers(wire, clock):
     group = MeterSpec((('L1', 1), ('L2', 2), ('L3', 3)), role='grid', group='house')
     poller = Poller(bus, 'ttyPZEM0', [group], 1.0, publish, scan=False, clock=clock)
     assert poller.start(T0 + 10) == 1
-    # each phase is asked for one register; the first that answers is read, and is enough
-    assert bus.addresses() == [1, 2, 2]
-    assert bus.timeouts == [poller.scan_timeout] * 2 + [None]
+    # each phase is asked for one register; each that answers is read, and one is enough
+    assert bus.addresses() == [1, 2, 2, 3]
+    assert bus.timeouts == [poller.scan_timeout] * 2 + [None, poller.scan_timeout]
     (spec, phases), = publish.calls
     assert spec == group
     assert [(phase, m.address, m.model) for phase, m in phases] == [
@@ -680,6 +685,43 @@ def test_a_group_is_published_when_one_phase_answers(wire, clock):
     sim.add(ac(3))
     poller.tick()
     assert [m.connected for _, m in phases] == [False, True, True]
+
+
+def test_a_group_is_published_with_every_phase_s_first_reading(wire, clock):
+    sim, bus = wire(ac(4), ac(5), ac(6))
+    publish = Publish()
+    group = MeterSpec((('L1', 4), ('L2', 5), ('L3', 6)), role='grid', group='house')
+    poller = Poller(bus, 'ttyPZEM0', [group], 1.0, publish, scan=False, clock=clock)
+    # right after power-up: nonsense, for the brief ask and the first read
+    sim.meter(5).inject('junk_values', count=2)
+    assert poller.start(T0 + 10) == 1
+    (spec, phases), = publish.calls
+    assert [m.connected and m.reading['voltage'] for _, m in phases] == [230.0] * 3
+    assert phases[1][1].errors['implausible'] == 1
+
+
+def test_a_dc_meter_is_published_with_its_first_reading(wire, clock):
+    sim, bus = wire(DcMeter(3, voltage=13.2, current=2.0, power=26.4))
+    publish = Publish()
+    poller = Poller(bus, 'ttyPZEM0', [MeterSpec.single(3, role='dcsource')], 1.0, publish,
+                    scan=False, clock=clock)
+    assert poller.start(T0 + 10) == 1
+    meter = publish.calls[0][1][0][1]
+    assert meter.model is models.DC and meter.connected and meter.reading['voltage'] == 13.2
+
+
+def test_a_meter_that_answers_without_a_good_reading_is_not_published_yet(wire, clock):
+    sim, bus = wire(ac(1))
+    publish = Publish()
+    poller = Poller(bus, 'ttyPZEM0', [MeterSpec.single(1, role='grid')], 1.0, publish,
+                    scan=False, clock=clock)
+    sim.meter(1).inject('junk_values')
+    assert poller.start(T0 + 10) == 0 and not publish.calls
+    assert poller.waiting and 1 in poller.answered
+    sim.meter(1).clear_faults()
+    clock.now += BACKOFF_SECONDS[0]
+    poller.tick()
+    assert len(publish.calls) == 1 and publish.calls[0][1][0][1].connected
 
 
 def test_a_group_with_no_phase_answering_waits(wire, clock):

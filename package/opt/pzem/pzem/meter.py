@@ -4,7 +4,8 @@ import time
 
 from . import modbus
 
-MISSES_TO_DISCONNECT = 3
+MISSES_TO_DISCONNECT = 3       # polls in a row without a good reading, and ...
+SECONDS_TO_DISCONNECT = 5.0     # ... this long since the last one: the meter is invalid
 ENERGY_SLACK_KWH = 0.002    # two counts of the meter's 1 Wh resolution
 ERROR_KINDS = ('no_reply', 'bad_frame', 'exception', 'implausible')
 
@@ -22,6 +23,12 @@ def meter_log(port, addresses):
     return MeterLog(log, {'prefix': '%s:%s' % (port, ','.join(str(a) for a in addresses))})
 
 
+def phase_log(port, address, phase, addresses):
+    """The lines of one phase of a group: 'ttyUSB0:5 (L2 of 4,5,6): ...'."""
+    return MeterLog(log, {'prefix': '%s:%d (%s of %s)' % (
+        port, address, phase, ','.join(str(a) for a in addresses))})
+
+
 def short_reason(error):
     """A failure in a few words, for a recovery line that need not repeat the advice."""
     if isinstance(error, modbus.NoReply):
@@ -36,10 +43,14 @@ def short_reason(error):
 class Meter(object):
     """Polls one address; keeps `reading` (dict, or None while it is not trusted).
 
-    A poll that fails (no reply, bad frame, exception reply, implausible values) is a miss;
-    after MISSES_TO_DISCONNECT misses in a row the meter is disconnected and its reading dropped.
-    The first good reply brings it back. `fresh` tells whether the last poll brought a reading
-    that differs from the one before (the publisher's pass is skipped otherwise).
+    A read that fails (no reply, bad frame, exception reply, implausible values) is counted in
+    `errors` and may be asked again at once, while the poll's slot has room (poll's
+    `retry_until`). A poll that ends without a good reading is a miss. The meter is disconnected
+    and its reading dropped only when MISSES_TO_DISCONNECT polls in a row missed and its last
+    good reading is SECONDS_TO_DISCONNECT old: a noisy bus that loses a reply now and then never
+    blanks it, a dead meter is blank within a poll of those seconds. The first good reading
+    brings it back. `fresh` tells whether the last poll brought a reading that differs from the
+    one before, or new error counts (the publisher's pass is skipped otherwise).
     """
 
     def __init__(self, port, address, model, log=None, clock=time.monotonic, energy=None):
@@ -55,46 +66,74 @@ class Meter(object):
         self.misses = 0
         self.errors = dict.fromkeys(ERROR_KINDS, 0)
         self.last_error = None
+        self._failure = None        # (error, reason) of the last failed read
+        self._changed = False       # the last good reading connected the meter
+        self._good_at = None        # when the last good reading came
         self._regs = None           # the registers of the last trusted reading
         self._energy = None         # (kWh, time) of the last trusted energy count
         self._energy_step = None    # (kWh, time) of an unconfirmed jump
 
-    def poll(self, bus, sign=1):
-        """Read, decode and check once. Raises modbus.PortGone; returns True when `connected`
-        changed. `sign` (+1 import, -1 export) books the energy counted since the last reading."""
+    def poll(self, bus, sign=1, retry_until=None):
+        """Read, decode and check; a failed read is asked again at once while the clock is
+        not past `retry_until`. Raises modbus.PortGone; returns True when `connected`
+        changed. `sign` (+1 import, -1 export) books the energy counted since the last
+        reading."""
+        again = False
+        while not self.attempt(bus, sign, again):
+            if retry_until is None or self.clock() > retry_until:
+                return self.missed()
+            again = True
+        return self._changed
+
+    def attempt(self, bus, sign=1, again=False):
+        """One read: True when it brought a good reading (taken), False when it failed (the
+        error counted, no miss yet: see missed()). `again`: a retry within the same poll (what
+        made the poll fresh stays so). Raises modbus.PortGone."""
+        if not again:
+            self.fresh = False
         try:
             regs = bus.read_input(self.address, self.model.input_count)
         except modbus.PortGone:
             raise
         except (modbus.NoReply, modbus.BadFrame, modbus.ExceptionReply) as e:
-            return self._miss(e)
-        return self.take(regs, sign)
+            self._failed(e)
+            return False
+        return self._take(regs, sign)
 
     def take(self, regs, sign=1):
-        """Decode and check registers read elsewhere (the probe's read) as a poll does."""
+        """Decode and check registers read elsewhere (the probe's read) as a poll does;
+        returns True when `connected` changed."""
+        self.fresh = False
+        if self._take(regs, sign):
+            return self._changed
+        return self.missed()
+
+    def _take(self, regs, sign):
+        self._changed = False
         if regs == self._regs and self.connected:
-            self.fresh = False      # the meter refreshes about once a second: nothing new
-            self.misses = 0
-            return False
+            self.misses = 0         # the meter refreshes about once a second: nothing new
+            self._good_at = self.clock()
+            return True
         values = self.model.decode(regs)
         now = self.clock()
         reason = self.model.check(values) or self._check_energy(values['energy'], now)
         if reason:
             self.log.debug('dropped reading: %s', reason)
-            return self._miss(None, reason)
+            self._failed(None, reason)
+            return False
         self.reading = values
         self._regs = regs
         self._energy = (values['energy'], now)
+        self._good_at = now
         self.fresh = True
         self.misses = 0
         if self.energy is not None:
             self.book(sign)
         if not self.connected:
-            self.connected = True
+            self.connected = self._changed = True
             if self.last_error:
                 self.log.info('answering again (was: %s)', self.last_error)
-            return True
-        return False
+        return True
 
     def book(self, sign=1):
         """Book the last reading's energy count into `energy` (the driver's totals), saying why
@@ -103,20 +142,33 @@ class Meter(object):
         if dropped:
             self.log.warning('energy count not booked: %s', dropped)
 
-    def _miss(self, error, reason=None):
+    def _failed(self, error, reason=None):
         kind = 'implausible' if error is None else (
             'no_reply' if isinstance(error, modbus.NoReply) else
             'bad_frame' if isinstance(error, modbus.BadFrame) else 'exception')
         self.errors[kind] += 1
         self.fresh = True           # the error counts changed
+        self._failure = (error, reason)
+
+    @property
+    def last_failure(self):
+        """(error, reason) of the last failed read: a ModbusError, or None and the reason a
+        reading was dropped."""
+        return self._failure
+
+    def missed(self):
+        """The poll ended without a good reading; returns True when that disconnected the
+        meter."""
         self.misses += 1
-        if self.connected and self.misses >= MISSES_TO_DISCONNECT:
+        if self.connected and self.misses >= MISSES_TO_DISCONNECT and \
+                self.clock() - self._good_at >= SECONDS_TO_DISCONNECT:
+            error, reason = self._failure
             self.connected = False
             self.reading = None
             self._regs = None
             self.last_error = short_reason(error)
-            self.log.warning('not answering (%d polls missed; last: %s)', self.misses,
-                             error or reason)
+            self.log.warning('not answering (%d polls missed in %.1f s; last: %s)', self.misses,
+                             self.clock() - self._good_at, error or reason)
             return True
         return False
 

@@ -12,7 +12,7 @@ import time
 
 from . import modbus, models
 from .discovery import Discovery
-from .meter import Meter, meter_log
+from .meter import Meter, meter_log, phase_log
 
 GARBLED_RETRIES = 3         # a garbled reply means something is there: ask again at once
 BACKOFF_SECONDS = (2.0, 4.0, 8.0, 15.0, 30.0, 60.0)    # a silent mapped meter, asked again
@@ -21,6 +21,10 @@ START_PASSES = 3            # at start, while nothing answers, the map and likel
 PROBE_MARGIN = 0.02         # the bus's inter-frame silence and our own work around a probe
 
 log = logging.getLogger('pzem')
+
+
+class NoGoodReading(modbus.BadFrame):
+    """A meter answers, but no reading it gave passed the checks."""
 
 
 class Waiting(object):
@@ -112,12 +116,15 @@ class Poller(object):
         self.probe(self.poll_next())
 
     def poll_next(self):
-        """Poll the next published meter; returns when its slot started (for probe())."""
+        """Poll the next published meter; returns when its slot started (for probe()). A
+        failed read is asked again at once while the slot has room for an answer (as long as
+        the last one took), so one lost or late reply is not a missed reading."""
         started = self.clock()
         if self.published:
             publisher = self.published[self._next % len(self.published)]
             self._next += 1
-            publisher.poll(self.bus)
+            answer = getattr(self.bus, 'reply_seconds', None) or self.scan_timeout
+            publisher.poll(self.bus, started + self.slot - answer - PROBE_MARGIN)
         return started
 
     def wants_probe(self, started):
@@ -211,10 +218,14 @@ class Poller(object):
     def _probe_spec(self, waiting):
         spec = waiting.spec
         try:
-            phases, family = self._find(spec)
+            phases, family, regs = self._find(spec)
+            if spec.fits(family):
+                self._first_readings(phases, regs)
         except modbus.PortGone:
             raise
         except modbus.BadFrame as e:
+            if isinstance(e, NoGoodReading):
+                self.answered.update(spec.addresses)
             self._garbled(spec.address, e)
             return
         except modbus.ModbusError as e:
@@ -269,10 +280,13 @@ class Poller(object):
             return
         try:
             model, regs = models.identify(self.bus, address)
+            meter = self._meter(address, model, [address])
+            self._first_reading(meter, regs)
         except modbus.PortGone:
             raise
         except modbus.ModbusError as e:
-            log.debug('%s:%d: answered, but could not be identified: %s', self.port, address, e)
+            log.debug('%s:%d: answered, but could not be identified and read: %s', self.port,
+                      address, e)
             self._garbled(address, e)
             return
         self._urgent.pop(address, None)
@@ -284,10 +298,7 @@ class Poller(object):
         meter_log(self.port, [address]).info('found a %s the map does not name', model.name)
         waiting = Waiting(spec)
         self.waiting.append(waiting)
-        phases = [('L1', self._meter(address, model, spec.addresses))]
-        if regs is not None:
-            phases[0][1].take(regs)         # the probe's read is the first reading
-        publisher = self.publish(spec, phases)
+        publisher = self.publish(spec, [('L1', meter)])
         if publisher is not None:
             self.waiting.remove(waiting)
             self.published.append(publisher)
@@ -306,41 +317,59 @@ class Poller(object):
             self._urgent[address] = tries
 
     def _find(self, spec):
-        """([(phase, Meter)], family) for what answers; raises modbus.ModbusError otherwise."""
+        """([(phase, Meter)], family, the registers the probe brought or None) for what
+        answers; raises modbus.ModbusError otherwise. A group's phases are asked by
+        _first_readings: a group is PZEM-016s only."""
         if spec.group:
-            # A group is PZEM-016s only; it is published once any phase answers.
-            errors = []
-            for address in spec.addresses:
-                try:
-                    self._alive(address)
-                    first = address, self.bus.read_input(address, models.AC.input_count)
-                    break
-                except modbus.PortGone:
-                    raise
-                except modbus.ModbusError as e:
-                    errors.append(e)
-            else:
-                raise min(errors, key=lambda e: not isinstance(e, modbus.BadFrame))
-            phases = [(phase, self._meter(address, models.AC, spec.addresses))
-                      for phase, address in spec.phases]
-            for _, meter in phases:
-                if meter.address == first[0]:
-                    meter.take(first[1])    # the probe's read is the first reading
-            return phases, 'ac'
+            return [(phase, self._meter(address, models.AC, spec.addresses, phase))
+                    for phase, address in spec.phases], 'ac', None
         self._alive(spec.address)
         if spec.model:
-            model = models.MODELS[spec.model]
-            regs = self.bus.read_input(spec.address, model.input_count)
+            model, regs = models.MODELS[spec.model], None
         else:
             model, regs = models.identify(self.bus, spec.address)
-        meter = self._meter(spec.address, model, spec.addresses)
+        return [('L1', self._meter(spec.address, model, spec.addresses))], model.family, regs
+
+    def _first_readings(self, phases, regs=None):
+        """Every phase's first reading (the probe's registers for a single meter's, when it
+        brought them). A group is published once any phase answers, with the first reading of
+        every phase that gives one; each phase is asked briefly first, so a silent one costs a
+        scan timeout only."""
+        if len(phases) == 1:
+            self._first_reading(phases[0][1], regs)
+            return
+        errors = []
+        for _, meter in phases:
+            try:
+                self._alive(meter.address)
+                self._first_reading(meter)
+            except modbus.PortGone:
+                raise
+            except modbus.ModbusError as e:
+                errors.append(e)
+        if len(errors) == len(phases):
+            raise min(errors, key=lambda e: not isinstance(e, modbus.BadFrame))
+
+    def _first_reading(self, meter, regs=None):
+        """A meter is published with its first reading, never empty: the probe's registers
+        when it brought them, else a read, asked again at once up to GARBLED_RETRIES times.
+        Raises modbus.BadFrame (something answers) when no good reading came."""
         if regs is not None:
             meter.take(regs)                # the probe's read is the first reading
-        return [('L1', meter)], model.family
+        tries = 0
+        while meter.reading is None:
+            if tries == GARBLED_RETRIES:
+                error, reason = meter.last_failure
+                raise NoGoodReading('Meter %d on %s answers but gave no good reading in %d '
+                                    'tries (last: %s).' % (meter.address, self.port, tries,
+                                                           str(error or reason).rstrip('.')))
+            meter.attempt(self.bus)
+            tries += 1
 
-    def _meter(self, address, model, addresses):
-        return Meter(self.port, address, model, log=meter_log(self.port, addresses),
-                     clock=self.clock)
+    def _meter(self, address, model, addresses, phase=None):
+        log = meter_log(self.port, [address]) if phase is None or len(addresses) == 1 else \
+            phase_log(self.port, address, phase, addresses)
+        return Meter(self.port, address, model, log=log, clock=self.clock)
 
     def _report_silent(self, waiting):
         if waiting.reported or waiting not in self.waiting:

@@ -1,7 +1,8 @@
 """Modbus-RTU frames for PZEM meters, as bytes: CRC, requests, and the judging of replies.
 
 No I/O, no pymodbus, no pyserial: pzem.modbus sends the requests and hands the bytes that came
-back to check_reply, so what counts as a good reply is the same whatever the pymodbus version.
+back to find_reply, so what counts as the answer is the same whatever the pymodbus version and
+whatever else is on the line (a late reply to an earlier request, another meter, noise).
 The exceptions are the ones a Bus raises; pzem.modbus re-exports them.
 """
 
@@ -83,65 +84,143 @@ def _words(count):
     return struct.Struct('>%dH' % count)
 
 
-def check_reply(request, reply, count=None, port='the bus', timeout=None):
-    """The registers in `reply` when `count` registers were asked, else None for a correct
-    echo (write, reset). Raises NoReply, BadFrame or ExceptionReply otherwise.
+def registers(frame, count):
+    """The `count` register values of a read reply frame."""
+    return list(_words(count).unpack_from(frame, 3))
 
-    Only a frame at the very start of the reply passes, with a good CRC, the asked address
-    (any meter's when the general address 0xF8 was asked), the asked function and the asked
-    length. Bytes after it are ignored, as pymodbus 2.x never reads them."""
-    if count and len(reply) == 5 + 2 * count and reply[0] == request[0] and \
-            reply[1] == request[1] and reply[2] == 2 * count and not crc16(reply):
-        return list(_words(count).unpack_from(reply, 3))     # a good reply: nothing to say
+
+ECHO_LENGTH = {WRITE_REGISTER: 8, RESET_ENERGY: 4}     # a write's and a reset's reply: the request
+GATEWAY_CODES = (10, 11)    # Modbus TCP gateways: "path unavailable", "target did not respond"
+
+# What find_reply() found
+ANSWER, REFUSED, SPOILT, PENDING = 'answer', 'refused', 'spoilt', 'pending'
+
+
+class Found(object):
+    """What the bytes received since a request hold. `outcome` ANSWER (`value`: the registers,
+    None for an echo; `end`: where that frame ends), REFUSED (`value`: the exception code),
+    SPOILT (the answer came whole but broken; `value`: 'crc', or 'echo' for a changed echo) or
+    PENDING (`value`: True while the head of the answer has come and the rest has not).
+    `strays`: the complete frames with a good CRC that are not the answer, as (address,
+    function, length)."""
+
+    __slots__ = ('outcome', 'value', 'end', 'strays')
+
+    def __init__(self, outcome, value=None, end=0, strays=()):
+        self.outcome, self.value, self.end, self.strays = outcome, value, end, strays
+
+
+def _frame_length(data, i):
+    """The length of a reply frame that starts at data[i]: None when none can (an unknown
+    function), 0 while the byte that says it has not come."""
+    function = data[i + 1]
+    if function & 0x80:
+        return 5
+    if function == READ_INPUT or function == READ_HOLDING:
+        return 5 + data[i + 2] if len(data) > i + 2 else 0
+    return ECHO_LENGTH.get(function)
+
+
+def find_reply(request, count, data):
+    """Look through `data`, everything received since `request` went out, for its answer.
+
+    The answer is the first complete frame with a good CRC from the asked address (any meter's
+    for the general address 0xF8) with the asked function and shape: `count` registers, or the
+    exact echo of a write or reset. Frames that are not the answer (a late reply to an earlier
+    request, another meter, another length) and noise are passed over, wherever they lie.
+    A frame with the answer's head and length but a bad CRC spoils the exchange, unless a good
+    answer follows it."""
+    asked, function = request[0], request[1]
+    anyone = asked == GENERAL_ADDRESS
+    strays = []
+    spoilt = head = False
+    i, last = 0, len(data) - 1
+    while i < last:
+        address = data[i]
+        length = _frame_length(data, i) if MIN_ADDRESS <= address <= MAX_ADDRESS else None
+        if length is None:
+            i += 1
+            continue
+        ours = (address == asked or anyone) and data[i + 1] & 0x7F == function
+        if not length or i + length > len(data):        # not all here (yet)
+            head = head or ours
+            i += 1
+            continue
+        frame = data[i:i + length]
+        good = not crc16(frame)
+        if ours and good and data[i + 1] & 0x80:
+            return Found(REFUSED, frame[2], i + length, strays)
+        if ours and (frame[2] == 2 * count if count else length == len(request)):
+            if good and (count or frame[1:-2] == request[1:-2]):
+                return Found(ANSWER, registers(frame, count) if count else None, i + length,
+                             strays)
+            spoilt = spoilt or ('crc' if not good else 'echo')
+        if good:
+            strays.append((address, data[i + 1], length))
+            i += length
+        else:
+            i += 1
+    if data and data[-1] == asked:
+        head = True                     # perhaps the first byte of the answer
+    return Found(SPOILT if spoilt else PENDING, spoilt or head, 0, strays)
+
+
+def failure(request, count, data, found, port, timeout=None):
+    """The exception (not raised) for an exchange that ended without an answer: `data` is all
+    that came, `found` what find_reply() made of it. One sentence a person can act on."""
     asked, function = request[0], request[1]
     where = 'meter %d on %s' % (asked, port) if asked != GENERAL_ADDRESS else \
         'the meter at the general address 0xF8 on %s' % port
-    if not reply:
-        raise NoReply('No reply from %s%s: check that it is powered, its address and the '
-                      'RS-485 wiring.' % (where, ' within %g s' % timeout if timeout else ''))
-    where = where[0].upper() + where[1:]
-    exception = len(reply) >= 2 and reply[1] == function | 0x80
-    size = 5 if exception else (5 + 2 * count if count else len(request))
-    frame = reply[:size]
-    if len(frame) < size or crc16(frame):
-        raise BadFrame(_spoilt(reply, size, asked, function, count, where))
-    if frame[0] != asked and not (asked == GENERAL_ADDRESS and
-                                  MIN_ADDRESS <= frame[0] <= MAX_ADDRESS):
-        raise BadFrame('%s was asked but address %d answered: probably a late reply to an '
-                       'earlier request; a longer timeout may help.' % (where, frame[0]))
-    if exception:
-        code = frame[2]
-        raise ExceptionReply(code, '%s refused the request with exception %d (%s): %s.' % (
-            where, code, EXCEPTION_MEANINGS.get(code, 'unknown'),
+    within = ' within %g s' % timeout if timeout else ''
+    garbled = ('%s sent a garbled reply: check the RS-485 wiring and termination, and that no '
+               'other meter has the same address.')
+    if found.outcome == REFUSED:
+        code = found.value
+        if code in GATEWAY_CODES:
+            return NoReply('No reply from %s%s: the gateway says the meter did not answer '
+                           '(exception %d); check that it is powered, its address and the '
+                           'RS-485 wiring behind the gateway.' % (where, within, code))
+        return ExceptionReply(code, '%s refused the request with exception %d (%s): %s.' % (
+            _capital(where), code, EXCEPTION_MEANINGS.get(code, 'unknown'),
             _EXCEPTION_ADVICE.get(code, 'see the meter manual')))
-    if frame[1] != function:
-        raise BadFrame('%s answered with function %d to a function %d request: is it a PZEM '
-                       'meter?' % (where, frame[1], function))
-    if count:
-        if frame[2] != 2 * count:
-            raise BadFrame('%s sent %d data bytes where %d were asked: is it the other PZEM '
-                           'model?' % (where, frame[2], 2 * count))
-        return list(_words(count).unpack_from(frame, 3))
-    if frame[1:-2] != request[1:-2]:
-        raise BadFrame('%s did not echo the request exactly: read the value back to check '
-                       'it.' % where)
-    return None
+    if found.outcome == SPOILT:
+        if found.value == 'echo':
+            return BadFrame('%s did not echo the request exactly: read the value back to check '
+                            'it.' % _capital(where))
+        return BadFrame(garbled % _capital(where))
+    if found.value:
+        size = 5 + 2 * count if count else len(request)
+        return BadFrame('%s sent an incomplete reply (%d of %d bytes): check the RS-485 wiring '
+                        'and termination.' % (_capital(where), _head_bytes(data, request), size))
+    own = [s for s in found.strays if s[0] == asked or asked == GENERAL_ADDRESS]
+    if own:
+        address, other_function, length = own[0]
+        if other_function != function:
+            return BadFrame('%s answered with function %d to a function %d request: a late '
+                            'reply to an earlier request, or is it not a PZEM meter?' % (
+                                _capital(where), other_function, function))
+        return BadFrame('%s sent %d data bytes where %d were asked: a late reply to an earlier '
+                        'request, or is it the other PZEM model?' % (
+                            _capital(where), length - 5, 2 * count))
+    if len(data) > sum(s[2] for s in found.strays):
+        return BadFrame(garbled % _capital(where))      # bytes that are no frame: noise
+    if found.strays:
+        return NoReply('No reply from %s%s, but address %s answered: probably late, to an '
+                       'earlier request (a longer timeout may help).' % (
+                           where, within, ', '.join(str(a) for a in
+                                                    sorted({s[0] for s in found.strays}))))
+    return NoReply('No reply from %s%s: check that it is powered, its address and the RS-485 '
+                   'wiring.' % (where, within))
 
 
-def _spoilt(reply, size, asked, function, count, where):
-    """Why a reply without a good frame of the expected size at its start is unusable."""
-    if count and len(reply) >= 5 and reply[1] == function:
-        other = reply[:5 + reply[2]]        # a good read reply of another length?
-        if len(other) == 5 + reply[2] and not crc16(other):
-            if other[0] != asked and asked != GENERAL_ADDRESS:
-                return ('%s was asked but address %d answered: probably a late reply to an '
-                        'earlier request; a longer timeout may help.' % (where, other[0]))
-            return ('%s sent %d data bytes where %d were asked: is it the other PZEM model?'
-                    % (where, reply[2], 2 * count))
-    starts_right = (reply[0] == asked or asked == GENERAL_ADDRESS) and \
-        reply[1:2] in (b'', bytes((function,)), bytes((function | 0x80,)))
-    if len(reply) < size and starts_right:
-        return ('%s sent an incomplete reply (%d of %d bytes): check the RS-485 wiring and '
-                'termination.' % (where, len(reply), size))
-    return ('%s sent a garbled reply: check the RS-485 wiring and termination, and that no '
-            'other meter has the same address.' % where)
+def _capital(text):
+    return text[0].upper() + text[1:]
+
+
+def _head_bytes(data, request):
+    """How many bytes of the answer came, from its head (in `data`) on."""
+    for i in range(len(data) - 1):
+        if (data[i] == request[0] or request[0] == GENERAL_ADDRESS) and \
+                data[i + 1] & 0x7F == request[1]:
+            return len(data) - i
+    return len(data)
