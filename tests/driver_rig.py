@@ -25,7 +25,8 @@ VEBUS = 'com.victronenergy.vebus.'
 
 class Rig(object):
     def __init__(self, tmp_path, meters, map_text=None, settings=True, settings_delay=0.0,
-                 driver_args=('--interval', '0.2', '--timeout', '0.15'), port='ttyPZEM0'):
+                 driver_args=('--interval', '0.2', '--timeout', '0.15'), port='ttyPZEM0',
+                 sim_options=None):
         self.tmp = str(tmp_path)
         self.link = os.path.join(self.tmp, port)
         self.port = port
@@ -36,7 +37,7 @@ class Rig(object):
         self.want_settings = settings
         self.settings_delay = settings_delay
         self.driver_args = list(driver_args)
-        self.sim = SimBus(self.link)
+        self.sim = SimBus(self.link, **(sim_options or {}))
         for m in meters:
             self.sim.add(m)
         self._bus_cm = None
@@ -121,7 +122,7 @@ class Rig(object):
     def service(self, role, address):
         return 'com.victronenergy.%s.pzem_%s_%d' % (role, self.port, address)
 
-    def wait_service(self, name, timeout=8.0):
+    def wait_service(self, name, timeout=15.0):
         def up():
             if self.driver is not None and self.driver.poll() is not None:
                 raise AssertionError('driver exited (%s) waiting for %s:\n%s' % (

@@ -327,3 +327,16 @@ def test_a_map_that_is_not_utf8_is_named_and_found_meters_are_still_served(tmp_p
             assert f.read() == data                         # the user's file is untouched
         assert not rig.client.owner(rig.service('grid', 1))
         assert rig.driver.poll() is None
+
+
+def test_a_meter_slower_than_the_search_s_timeout_is_found(tmp_path):
+    # It answers after 0.25 s, the search asks with 0.15 s: its reply comes into the next
+    # exchange, is passed over there, and its sender is asked again with the full timeout.
+    slow = {'wire_time': True, 'turnaround': 0.25}
+    with patient(tmp_path, [ac(1), ac(7)], '[1]\nrole = grid\n', sim_options=slow) as rig:
+        rig.start_driver()
+        name = rig.wait_service(rig.service('acload', 7), timeout=20.0)
+        rig.wait_value(name, '/Connected', lambda v: v == 1)
+        assert 'ttyPZEM0:7: answers later than the 0.15 s a first ask waits' in rig.log()
+        assert 'garbled' not in rig.log()
+

@@ -213,10 +213,13 @@ def test_silent_meter_goes_invalid_and_comes_back(rig):
     assert log.count('ttyPZEM0:1: answering again') == 1
 
 
+# errors each fault leaves in the tallies; a no-reply may come on top of them on a loaded
+# machine (a reply later than the 0.15 s timeout), so those are counted at least
 @pytest.mark.parametrize('fault, errors', [
-    ('no_reply', (2, 2)), ('junk_values', (2, 2)), ('bad_crc', (2, 2)), ('wrong_address', (2, 2)),
-    ('truncated', (2, 2)), ('exception', (2, 2)), ('late', (1, 2)), ('garbage_before', (0, 0)),
-    ('stray', (0, 0)), ('noise', (0, 0)), ('stretched', (0, 0))])
+    ('no_reply', {'NoReply': 2}), ('junk_values', {'Implausible': 2}),
+    ('bad_crc', {'BadFrame': 2}), ('wrong_address', {'NoReply': 2}),
+    ('truncated', {'BadFrame': 2}), ('exception', {'Exception': 2}), ('late', {'NoReply': 1}),
+    ('garbage_before', {}), ('stray', {}), ('noise', {}), ('stretched', {})])
 def test_bad_replies_are_dropped_and_counted(rig, fault, errors):
     # a late reply fails its own exchange and is passed over in the next; noise, strays and
     # gaps around a good reply cost nothing
@@ -237,10 +240,13 @@ def test_bad_replies_are_dropped_and_counted(rig, fault, errors):
             if path == '/Ac/Energy/Forward':
                 assert value == pytest.approx(1.234)
     assert rig.value(grid, '/Connected') == 1   # two misses do not disconnect
-    counters = rig.items(grid)
-    total = sum(counters['/Pzem/Errors/' + k]['Value']
-                for k in ('NoReply', 'BadFrame', 'Exception', 'Implausible'))
-    assert errors[0] <= total <= errors[1]
+    items = rig.items(grid)
+    for kind in ('NoReply', 'BadFrame', 'Exception', 'Implausible'):
+        counted = items['/Pzem/Errors/' + kind]['Value']
+        if kind == 'NoReply':
+            assert counted >= errors.get(kind, 0), kind
+        else:
+            assert counted == errors.get(kind, 0), kind
 
 
 def test_at_most_one_items_changed_per_poll(rig):
@@ -410,8 +416,7 @@ def test_a_meter_that_could_not_be_published_is_tried_again(tmp_path):
         rig.client.bus.request_name(squatter, dbus.bus.NAME_FLAG_DO_NOT_QUEUE)
         rig.start_driver()
         rig.wait_service(rig.service('acload', 2))
-        rig.pump(0.5)
-        assert 'ttyPZEM0:1: answers, but could not be published on D-Bus' in rig.log()
+        rig.wait_log('ttyPZEM0:1: answers, but could not be published on D-Bus')
         rig.client.bus.release_name(squatter)
         rig.wait_service(squatter, timeout=6.0)
         rig.wait_value(squatter, '/Connected', lambda v: v == 1)

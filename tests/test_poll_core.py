@@ -97,9 +97,13 @@ class Published(object):
         return self.phases[0][1].model.family
 
     def poll(self, bus, retry_until=None):
+        missed = False
         for _, meter in self.phases:
+            before = meter.misses
             meter.poll(bus, retry_until=retry_until)
+            missed = missed or (meter.misses > before and meter.connected)
         self.polls += 1
+        return missed
 
     def apply(self, spec):
         self.applied.append(spec)
@@ -666,6 +670,39 @@ def test_each_tick_polls_the_next_published_meter(wire, clock):
     # start asks each, then reads it; each tick reads one
     assert bus.addresses() == [1, 1, 2, 2] + [1, 2, 1, 2, 1]
     assert [p.polls for p in poller.published] == [3, 2]
+
+
+def test_a_failed_read_is_asked_again_at_once_while_the_slot_has_room(wire, clock):
+    sim, bus = wire(ac(1), reply=0.05)
+    poller = Poller(bus, 'ttyPZEM0', [MeterSpec.single(1, role='grid')], 1.0, Publish(),
+                    scan=False, clock=clock)
+    poller.start(T0 + 10)
+    since = len(bus.asked)
+    sim.meter(1).inject('bad_crc', count=3)
+    poller.tick()
+    # one meter, a 1-s slot: room for several tries, each 0.05 s on the fake clock
+    assert bus.addresses(since) == [1, 1, 1, 1]
+    assert poller.published[0].phases[0][1].misses == 0
+
+
+def test_a_meter_whose_poll_missed_takes_the_next_slot_too_once(wire, clock):
+    sim, bus = wire(ac(1), ac(2), reply=0.01)
+    poller = Poller(bus, 'ttyPZEM0', [MeterSpec.single(1, role='grid'),
+                                      MeterSpec.single(2, role='acload')], 0.2, Publish(),
+                    scan=False, clock=clock)
+    poller.start(T0 + 10)
+    since = len(bus.asked)
+    # a 0.1-s slot has no room to ask again within it: the next slot is the meter's
+    sim.meter(1).inject('no_reply', count=1)
+    for _ in range(4):
+        poller.tick()
+    assert bus.addresses(since) == [1, 1, 2, 1]
+    since = len(bus.asked)
+    sim.meter(1).inject('no_reply', count=3)
+    for _ in range(6):
+        poller.tick()
+    # one extra slot after a miss, not one after the other: meter 2 keeps its turns
+    assert bus.addresses(since) == [2, 1, 1, 2, 1, 1]
 
 
 def test_a_group_is_published_when_one_phase_answers(wire, clock):

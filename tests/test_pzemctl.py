@@ -146,6 +146,23 @@ def test_info_without_address_refuses_with_two_meters(ctl):
     assert 'more than one meter answers on ttyUSB0 (addresses 1, 3' in one_sentence(done.stderr)
 
 
+def test_a_slow_meter_is_found_at_its_own_address_not_taken_for_a_clash(ctl):
+    # Meters that answer after 200 ms, asked with a 150 ms scan timeout: each reply comes while
+    # the next address is asked. It is passed over there and its sender asked again, slowly.
+    ctl.start(grid(1), wind(3), wire_time=True, turnaround=0.2)
+    done = ctl.run('scan', '--addresses', '1-6', '--scan-timeout', '0.15')
+    assert done.returncode == 0, done.stderr
+    rows = [line.split()[:2] for line in done.stdout.splitlines()[:-1]]
+    assert rows == [['1', 'PZEM-016'], ['3', 'PZEM-017']]
+    assert done.stdout.splitlines()[-1].startswith('2 meter(s) on ttyUSB0')
+    assert 'garbled' not in done.stdout + done.stderr
+    assert 'slow to answer: address 1, 3 (after the scan\'s 0.15 s, so asked again with 0.5 s)' \
+        in done.stderr
+    done = ctl.run('info', '--addresses', '1-6', '--scan-timeout', '0.15')
+    assert done.returncode == 1
+    assert 'more than one meter answers on ttyUSB0 (addresses 1, 3' in one_sentence(done.stderr)
+
+
 # -- set-address -----------------------------------------------------------------------------------
 
 def test_set_address_refuses_an_address_in_use(ctl):

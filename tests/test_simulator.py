@@ -444,14 +444,15 @@ def test_wire_time(sim_bus, raw_port):
     started = time.monotonic()
     assert len(port.read(25)) == 25
     took = time.monotonic() - started
-    assert expected - 0.002 <= took < expected + 0.05
+    # never early; the upper bound leaves room for a loaded machine's scheduling
+    assert expected - 0.002 <= took < expected + 0.3
 
 
 def test_no_wire_time_replies_at_once(one_meter):
     meter, port, good, sim = one_meter
     started = time.monotonic()
     assert exchange(port, READ_AC, 25) == good
-    assert time.monotonic() - started < 0.05
+    assert time.monotonic() - started < 0.08        # well before the wire time (87.8 ms)
 
 
 def test_stats(sim_bus, raw_port):

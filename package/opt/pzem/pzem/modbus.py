@@ -30,6 +30,7 @@ from .rtu import (ANSWER, GENERAL_ADDRESS, PENDING, READ_HOLDING, READ_INPUT, RE
                   request_frame)
 from .serial_link import SerialLink, open_port, reason  # noqa: F401 (re-exported)
 
+TIMEOUT = 0.5           # seconds a request waits for its answer, unless told otherwise
 _READABLE = select.POLLIN | select.POLLPRI
 _NOTHING = Found(PENDING)
 
@@ -54,7 +55,7 @@ def _request(address, function, *words):
 class Bus:
     """Any number of meters on one link (by default the serial port `port`)."""
 
-    def __init__(self, port=None, baudrate=9600, stopbits=2, parity='N', timeout=0.5,
+    def __init__(self, port=None, baudrate=9600, stopbits=2, parity='N', timeout=TIMEOUT,
                  local_echo=False, link=None):
         self.link = link if link is not None else SerialLink(port, baudrate, stopbits, parity)
         self.port_name = self.link.name
@@ -68,6 +69,7 @@ class Bus:
                       'strays': 0, 'dropped_bytes': 0}
         self.strays = ()        # (address, function, length) of the frames the last exchange
                                 # passed over: late replies, other meters
+        self.heard = set()      # the senders of such frames, until the caller empties it
         self.reply_seconds = None   # how long the last answer took to come
         self._silence = 3.5 * self.link.char_time   # Modbus t3.5: the gap before a request
         self._quiet_at = 0.0    # when the line will have been quiet for t3.5
@@ -214,7 +216,9 @@ class Bus:
             found = find_reply(request, count, data)
         self._quiet_at = time.monotonic() + self._silence
         self.strays = found.strays
-        self.stats['strays'] += len(found.strays)
+        if found.strays:
+            self.stats['strays'] += len(found.strays)
+            self.heard.update(stray[0] for stray in found.strays)
         if found.outcome is not ANSWER:
             return self._failed(request, count, data, found, timeout, sent)
         size = 5 + 2 * count if count else len(request)

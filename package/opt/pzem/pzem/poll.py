@@ -57,7 +57,9 @@ class Poller(object):
         self.answered = set()       # addresses that answered (published or not)
         self.discovery = Discovery(clock, self._named()) if scan else None
         self._urgent = {}           # address -> garbled replies so far
+        self._slow = set()          # addresses heard answering late: probed with the full timeout
         self._next = 0
+        self._again = None          # a publisher whose poll missed: it takes the next slot too
         self._probe_waiting_since = None
         self._started = False       # start() is over: a silent mapped meter is reported
 
@@ -86,6 +88,7 @@ class Poller(object):
                 while waiting in self.waiting and waiting.spec.address in self._urgent \
                         and self._room(deadline):
                     self._probe_spec(waiting)
+                self._probe_heard(deadline)
                 between()
             for address in likely:
                 if not self._room(deadline):
@@ -96,6 +99,7 @@ class Poller(object):
                 self._probe_address(address)
                 while address in self._urgent and self._room(deadline):
                     self._probe_address(address)
+                self._probe_heard(deadline)
                 between()
             if self.published or not (self.waiting or likely) or not self._room(deadline):
                 break
@@ -103,6 +107,20 @@ class Poller(object):
         for waiting in self.waiting:
             self._report_silent(waiting)
         return len(self.published)
+
+    def _probe_heard(self, deadline):
+        """At start: the addresses heard answering late are asked again at once, slowly."""
+        if not getattr(self.bus, 'heard', None):
+            return
+        for address in self._heard_late():
+            while address in self._urgent and self._room(deadline):
+                waiting = self._waiting_for(address)
+                if waiting is not None:
+                    self._probe_spec(waiting)
+                elif self.discovery is not None and self.discovery.wanted(address):
+                    self._probe_address(address)
+                else:
+                    break
 
     def _room(self, deadline):
         return self.clock() + self.scan_timeout + PROBE_MARGIN <= deadline
@@ -116,15 +134,25 @@ class Poller(object):
         self.probe(self.poll_next())
 
     def poll_next(self):
-        """Poll the next published meter; returns when its slot started (for probe()). A
-        failed read is asked again at once while the slot has room for an answer (as long as
-        the last one took), so one lost or late reply is not a missed reading."""
+        """Poll the next published meter; returns when its slot started (for probe()).
+
+        One lost or late reply must not be a missed reading: a failed read is asked again at
+        once while the slot has room for an answer (as long as the last one took); a meter whose
+        poll still missed, and is still connected, takes the next slot too (once), before the
+        round goes on."""
         started = self.clock()
         if self.published:
-            publisher = self.published[self._next % len(self.published)]
-            self._next += 1
+            publisher, self._again = self._again, None
+            if publisher is None or publisher not in self.published:
+                publisher = self.published[self._next % len(self.published)]
+                self._next += 1
+                again = False
+            else:
+                again = True
             answer = getattr(self.bus, 'reply_seconds', None) or self.scan_timeout
-            publisher.poll(self.bus, started + self.slot - answer - PROBE_MARGIN)
+            if publisher.poll(self.bus, started + self.slot - answer - PROBE_MARGIN) and \
+                    not again:
+                self._again = publisher
         return started
 
     def wants_probe(self, started):
@@ -185,6 +213,8 @@ class Poller(object):
         """The most urgent probe that is due now, or None: ('spec', Waiting) for a meter of
         the map, ('address', address) for an address nobody named that is asked again at once,
         ('search', address) for the search's next turn."""
+        if getattr(self.bus, 'heard', None):
+            self._heard_late()
         now = self.clock()
         for address in list(self._urgent):
             waiting = self._waiting_for(address)
@@ -202,6 +232,24 @@ class Poller(object):
                 return 'search', next_due[1]
         return None
 
+    def _heard_late(self):
+        """A reply that came into another exchange, from an address that is not published: a
+        meter slower than a probe's short timeout. It is asked again at once, with the full
+        timeout, so a slow meter is found, not lost."""
+        heard, self.bus.heard = self.bus.heard, set()
+        late = []
+        for address in sorted(heard):
+            if self._waiting_for(address) is not None or (
+                    self.discovery is not None and self.discovery.wanted(address)):
+                if address not in self._slow:
+                    log.info('%s:%d: answers later than the %g s a first ask waits: asking '
+                             'again with the full timeout', self.port, address,
+                             self.scan_timeout)
+                self._slow.add(address)
+                self._urgent.setdefault(address, 0)
+                late.append(address)
+        return late
+
     def _waiting_for(self, address):
         return next((w for w in self.waiting if address in w.spec.addresses), None)
 
@@ -211,7 +259,8 @@ class Poller(object):
         """Raises modbus.NoReply (or BadFrame) unless something answers at `address`, within the
         short scan timeout: a silent address costs no more than that."""
         try:
-            self.bus.read_input(address, 1, timeout=self.scan_timeout)
+            self.bus.read_input(address, 1,
+                                timeout=None if address in self._slow else self.scan_timeout)
         except modbus.ExceptionReply:
             pass                    # a meter that refuses the read is still there
 

@@ -190,7 +190,9 @@ class Publisher(object):
 
     def poll(self, bus, retry_until=None):
         """Read every phase (one sweep, so totals match) and publish; a failed read is asked
-        again at once while the clock is not past `retry_until`. Raises modbus.PortGone."""
+        again at once while the clock is not past `retry_until`. Returns True when a phase that
+        is still connected missed this poll (worth another try soon). Raises
+        modbus.PortGone."""
         fresh = False
         failed = None
         for phase, meter in self.phases:
@@ -198,23 +200,25 @@ class Publisher(object):
                 failed = (failed or []) + [(phase, meter)]
             fresh = fresh or meter.fresh
         if failed:
-            self._retry(bus, failed, retry_until)
+            failed = self._retry(bus, failed, retry_until)
         if self.direction is not None or self.service is None:
             self.update()       # a sign may flip with the same readings; a retry may be due
         elif fresh:
             self._publish(self._unsigned)
         else:       # nothing new: most polls of a steady meter
             self._save_energy()
+        return bool(failed) and any(meter.connected for _, meter in failed)
 
     def _retry(self, bus, failed, retry_until):
         """Ask the phases whose read failed again while there is time; a phase still without
-        a good reading has missed this poll."""
+        a good reading has missed this poll. Returns those phases."""
         clock = self.context.clock
         while failed and retry_until is not None and clock() <= retry_until:
             failed = [(phase, meter) for phase, meter in failed
                       if not meter.attempt(bus, self._sign(phase), again=True)]
         for _, meter in failed:
             meter.missed()
+        return failed
 
     def _sign(self, phase):
         return self.direction.sign(phase) if self.direction is not None else 1

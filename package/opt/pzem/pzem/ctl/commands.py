@@ -31,6 +31,10 @@ def scan(port, args):
                 say('%3d  ?         answers, but could not be read: %s' % (address, e))
                 continue
             say('%3d  %-8s  %s' % (address, model.name, one_line(model, values)))
+    if result.slow:
+        note('slow to answer: address %s (after the scan\'s %g s, so asked again with %g s); '
+             'a longer --scan-timeout finds them at once' % (
+                 ', '.join(map(str, result.slow)), port.scan_timeout, port.timeout))
     say('%d meter(s) on %s; addresses %s scanned in %.1f s' % (
         len(result.answering), port.name, span(args.addresses), result.seconds))
 

@@ -59,6 +59,11 @@ class Port(object):
         finally:
             os.close(fd)
 
+    @property
+    def timeout(self):
+        """The timeout of a normal request (not a scan's)."""
+        return self.options.get('timeout', modbus.TIMEOUT)
+
     @contextlib.contextmanager
     def bus(self, scanning=False):
         """An open modbus.Bus; `scanning` uses the short per-address timeout of a scan."""

@@ -2,7 +2,10 @@
 and the one-meter check.
 
 The pass asks each address for one input register with a short timeout, so a full scan takes
-about 247 x SCAN_TIMEOUT; what answers is then identified and read with the normal timeout.
+about 247 x SCAN_TIMEOUT; what answers is then identified and read with the normal timeout. A
+meter slower than the short timeout answers while the next address is asked: the bus passes
+that reply over (it is not the next address's) and names its sender, which is then asked again
+with the normal timeout, so a slow meter is found, not lost or taken for two meters.
 """
 import time
 
@@ -20,11 +23,13 @@ def span(addresses):
 
 
 class Sweep(object):
-    """What a quick pass found: `found` addresses that answered, `garbled` ones (collisions?)."""
+    """What a quick pass found: `found` addresses that answered, `garbled` ones (collisions?),
+    and of the found ones the `slow` ones (answered only after the short timeout)."""
 
     def __init__(self):
         self.found = []
         self.garbled = []
+        self.slow = []
         self.seconds = 0.0
 
     @property
@@ -41,15 +46,11 @@ def sweep(port, addresses=ADDRESSES, stop_after=None):
     with port.bus(scanning=True) as bus:
         try:
             for done, address in enumerate(addresses, 1):
-                try:
-                    bus.read_input(address, 1)
-                    result.found.append(address)
-                except modbus.ExceptionReply:
-                    result.found.append(address)    # a meter that refuses the read is still there
-                except modbus.BadFrame:
-                    result.garbled.append(address)
-                except modbus.NoReply:
-                    pass
+                result_of(bus, address, result)
+                for late in _late_senders(bus, addresses[:done], result):
+                    result_of(bus, late, result, port.timeout)
+                    if late in result.found:
+                        result.slow.append(late)
                 progress.step(done, len(result.answering))
                 if stop_after and len(result.answering) >= stop_after:
                     break
@@ -57,6 +58,25 @@ def sweep(port, addresses=ADDRESSES, stop_after=None):
             progress.done()
     result.seconds = time.monotonic() - started
     return result
+
+
+def result_of(bus, address, result, timeout=None):
+    """Ask `address` for one register; book it in `result` as found, garbled or nothing."""
+    try:
+        bus.read_input(address, 1, timeout=timeout)
+        result.found.append(address)
+    except modbus.ExceptionReply:
+        result.found.append(address)        # a meter that refuses the read is still there
+    except modbus.BadFrame:
+        result.garbled.append(address)
+    except modbus.NoReply:
+        pass
+
+
+def _late_senders(bus, asked, result):
+    """Addresses asked before whose reply came late, into the last exchange: not found yet."""
+    return sorted({stray[0] for stray in bus.strays if stray[0] in asked and
+                   stray[0] not in result.found and stray[0] not in result.garbled})
 
 
 def single_meter(port, addresses=ADDRESSES):
