@@ -46,6 +46,7 @@ class Meter:
         self._rng = random.Random(address if seed is None else seed)
         self._faults = Faults(self._rng)
         self._dead_until = None     # monotonic time a `dead` fault ends
+        self.dead_since = None      # monotonic time the last `dead` fault began
         self._previous = None       # the reply to the request before (the `previous` fault)
         self._energy = float(energy_wh)
         self._accumulate_since = None
@@ -142,6 +143,7 @@ class Meter:
                 dead = self._faults.take('dead')
                 if dead is not None:
                     self._dead_until = now + dead['seconds']
+                    self.dead_since = now
             if self._dead_until is not None:
                 if now < self._dead_until:
                     self._count_faults(['dead'])

@@ -99,9 +99,8 @@ class Published(object):
     def poll(self, bus, retry_until=None):
         missed = False
         for _, meter in self.phases:
-            before = meter.misses
             meter.poll(bus, retry_until=retry_until)
-            missed = missed or (meter.misses > before and meter.connected)
+            missed = missed or (meter.misses > 0 and meter.connected)
         self.polls += 1
         return missed
 

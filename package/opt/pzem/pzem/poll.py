@@ -138,8 +138,8 @@ class Poller(object):
 
         One lost or late reply must not be a missed reading: a failed read is asked again at
         once while the slot has room for an answer (as long as the last one took); a meter whose
-        poll still missed, and is still connected, takes the next slot too (once), before the
-        round goes on."""
+        poll still missed, and that is still connected, takes the next slot too (not two in a
+        row), before the round goes on."""
         started = self.clock()
         if self.published:
             publisher, self._again = self._again, None

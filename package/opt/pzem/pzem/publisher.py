@@ -191,7 +191,7 @@ class Publisher(object):
     def poll(self, bus, retry_until=None):
         """Read every phase (one sweep, so totals match) and publish; a failed read is asked
         again at once while the clock is not past `retry_until`. Returns True when a phase that
-        is still connected missed this poll (worth another try soon). Raises
+        is still connected missed this poll: worth another try soon. Raises
         modbus.PortGone."""
         fresh = False
         failed = None
