@@ -148,13 +148,14 @@ def test_info_without_address_refuses_with_two_meters(ctl):
 
 # -- set-address -----------------------------------------------------------------------------------
 
+@pytest.mark.pymodbus
 def test_set_address_refuses_an_address_in_use(ctl):
     ctl.start(grid(1), grid(2), wind(3))
     done = ctl.run('set-address', '3', '--from', '1', '--yes', *FAST)
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert one_sentence(done.stderr) == (
         'pzemctl: address 3 is already in use on ttyUSB0 (a meter answers there): pick a free '
-        'one ("pzemctl ttyUSB0 scan" lists the taken ones)')
+        'one ("pzemctl %s scan" lists the taken ones)' % ctl.link)
     assert sorted(m.address for m in ctl.sim.meters) == [1, 2, 3]
 
 
@@ -166,11 +167,17 @@ def test_set_address_on_a_busy_bus_moves_only_that_meter(ctl):
     assert done.returncode == 0, done.stderr
     assert first.address == 5
     assert sorted(m.address for m in ctl.sim.meters) == [2, 3, 5]
+    # The map given (here: not there yet) gets a section for the meter, as the driver adds one.
     assert done.stdout.splitlines() == [
         'the PZEM-016 on ttyUSB0 now answers at address 5 (was 1)',
-        'Put it in the map (%s):' % ctl.map_path,
-        '[5]',
-        'role = acload    # grid | genset | acload | pvinverter | evcharger | heatpump']
+        'the map %s had no section for it: added [ttyUSB0:5] with role acload, which steers '
+        'nothing; give it its role and name there or in the Venus GUI' % ctl.map_path]
+    with open(ctl.map_path) as f:
+        text = f.read()
+    assert re.match(r'# ttyUSB0:5: a PZEM-016 moved here from address 1 on \d{4}-\d\d-\d\d '
+                    r'\d\d:\d\d; no section named it\.\n# Its role steers nothing; set role, name '
+                    r'and the rest here or in the Venus GUI\.\n\[ttyUSB0:5\]\nrole = acload\n$',
+                    text), text
     # It answers at the new address only.
     assert ctl.run('info', '5').stdout.startswith('PZEM-016 (AC) at address 5 on ttyUSB0')
     gone = ctl.run('info', '1', *FAST)
@@ -179,23 +186,64 @@ def test_set_address_on_a_busy_bus_moves_only_that_meter(ctl):
 
 
 @pytest.mark.pymodbus
-def test_set_address_tells_which_map_section_to_rename(ctl):
-    ctl.write_map('[ttyUSB0:1]\nrole = dcsource\n')
-    ctl.start(wind(1))
+def test_set_address_moves_the_meters_map_section_with_it(ctl):
+    ctl.write_map('# my wind charger\n[ttyUSB0:1]   # found by the driver\nrole = dcsource\n'
+                  'monitor_mode = wind\nname = Wind charger\n[2]\nrole = acload\n')
+    ctl.start(wind(1), grid(2))
     done = ctl.run('set-address', '7', '--from', '1', '--yes', *FAST)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[-1] == (
-        'In the map (%s), rename section [ttyUSB0:1] to [ttyUSB0:7].' % ctl.map_path)
+    assert done.stdout.splitlines() == [
+        'the PZEM-017 on ttyUSB0 now answers at address 7 (was 1)',
+        'the map %s follows it: [ttyUSB0:1] is now [ttyUSB0:7]' % ctl.map_path]
+    with open(ctl.map_path) as f:     # only the header line changed
+        assert f.read() == ('# my wind charger\n[ttyUSB0:7]   # found by the driver\n'
+                            'role = dcsource\nmonitor_mode = wind\nname = Wind charger\n'
+                            '[2]\nrole = acload\n')
 
 
-def test_set_address_without_from_uses_0xf8_with_one_meter(ctl):
+@pytest.mark.pymodbus
+def test_set_address_refuses_an_address_another_section_names_before_writing(ctl):
+    text = '[ttyUSB0:1]\nrole = dcsource\n[4]   # the grid meter, off now\nrole = grid\n'
+    ctl.write_map(text)
     meter = wind(1)
     ctl.start(meter)
-    done = ctl.run('set-address', '9', '--addresses', '1-5', '--yes', *FAST)
+    writes = on_write(meter, lambda request, reply: reply)
+    done = ctl.run('set-address', '4', '--from', '1', '--yes', *FAST)
+    assert done.returncode == 2
+    assert one_sentence(done.stderr) == (
+        'pzemctl: the map %s has a section [4] (line 3) for a meter at address 4 on ttyUSB0: '
+        'another meter\'s, which may be off now; pick another address, or remove that section '
+        'first (or, if it was written for this meter, add --keep-map)' % ctl.map_path)
+    assert (meter.address, writes) == (1, [])
+    with open(ctl.map_path) as f:
+        assert f.read() == text
+    # A map written ahead for the new address: --keep-map leaves it to the user.
+    kept = ctl.run('set-address', '4', '--from', '1', '--yes', '--keep-map', *FAST)
+    assert kept.returncode == 0, kept.stderr
+    assert meter.address == 4
+    assert kept.stderr.splitlines()[-1] == (
+        'the map %s was left as it is: [4] (line 3) describes the meter at address 4 now; '
+        '[ttyUSB0:1] (line 1) still names address 1' % ctl.map_path)
+    with open(ctl.map_path) as f:
+        assert f.read() == text
+
+
+@pytest.mark.pymodbus
+def test_set_address_without_from_finds_the_only_meter(ctl):
+    meter = wind(1)
+    ctl.start(meter)
+    done = ctl.run('set-address', '9', '--addresses', '1-5', '--yes', '--keep-map', *FAST)
     assert done.returncode == 0, done.stderr
     assert meter.address == 9
-    assert done.stdout.splitlines()[0] == 'the PZEM-017 on ttyUSB0 now answers at address 9 (was 1)'
-    assert done.stdout.splitlines()[-1] == 'role = dcsource    # dcsource | dcload | dcsystem'
+    assert done.stdout == 'the PZEM-017 on ttyUSB0 now answers at address 9 (was 1)\n'
+    assert done.stderr.splitlines()[-1] == (
+        'no map at %s: the driver adds a section [ttyUSB0:9] for the meter when it finds it'
+        % ctl.map_path)
+    ctl.write_map('[bus]\nscan = yes\n')
+    back = ctl.run('set-address', '1', '--from', '9', '--yes', '--keep-map', *FAST)
+    assert back.stderr.splitlines()[-1] == (
+        'the map %s was left as it is: no section names address 1 on ttyUSB0; the driver adds '
+        '[ttyUSB0:1] when it finds the meter' % ctl.map_path)
 
 
 def test_set_address_without_from_refuses_with_two_meters(ctl):
@@ -216,23 +264,31 @@ def test_set_address_survives_a_lost_echo(ctl):
     assert meter.address == 4
 
 
-def test_set_address_refuses_without_yes_and_without_a_terminal(ctl):
+def test_set_address_refuses_without_yes_and_without_a_terminal_before_any_work(ctl):
     meter = grid(1)
     ctl.start(meter)
     done = ctl.run('set-address', '4', '--from', '1', *FAST)
     assert done.returncode == 2
     assert one_sentence(done.stderr) == (
-        'pzemctl: refusing to give the PZEM-016 at address 1 on ttyUSB0 the address 4 without '
+        'pzemctl: refusing to give the meter at address 1 on ttyUSB0 the address 4 without '
         'confirmation: stdin is not a terminal, so add --yes')
-    assert meter.address == 1
+    # Without --from not even the scan starts (it would take 40 s to end in the same refusal).
+    scan = ctl.run('set-address', '4', *FAST)
+    assert (scan.returncode, scan.stderr) == (2, (
+        'pzemctl: refusing to give the only meter on ttyUSB0 the address 4 without '
+        'confirmation: stdin is not a terminal, so add --yes\n'))
+    assert (meter.address, meter.stats['requests']) == (1, 0)
 
 
+@pytest.mark.pymodbus
 def test_set_address_asks_on_a_terminal(ctl):
+    ctl.write_map('[ttyUSB0:1]\nrole = grid\n')
     meter = grid(1)
     ctl.start(meter)
     no = ctl.run_on_terminal('n', 'set-address', '4', '--from', '1', *FAST)
     assert no.returncode == 1
-    assert 'Give the PZEM-016 at address 1 on ttyUSB0 the address 4? [y/N]' in no.stderr
+    assert ('Give the PZEM-016 at address 1 on ttyUSB0 the address 4 (and in the map, [ttyUSB0:1] '
+            'becomes [ttyUSB0:4])? [y/N]') in no.stderr
     assert no.stderr.splitlines()[-1].endswith(
         'pzemctl: cancelled: nothing was written to the meter')
     assert meter.address == 1
@@ -250,8 +306,29 @@ def test_addresses_out_of_range_are_usage_errors(ctl, args):
     ctl.start(meter)
     done = ctl.run(*args)
     assert done.returncode == 2
-    assert 'is out of range: meters take 1..247' in done.stderr.splitlines()[-1]
+    assert 'meters take 1..247' in done.stderr.splitlines()[-1]
     assert meter.address == 1 and meter.stats['requests'] == 0
+
+
+@pytest.mark.parametrize('text, message', [
+    ('0x02', "'0x02' is hexadecimal: addresses are written in decimal (0x02 is 2)"),
+    ('02', None),
+    ('two', "'two' is not an address: meters take 1..247")])
+def test_addresses_are_written_in_decimal_as_in_the_map(ctl, tmp_path, text, message):
+    ctl.start(grid(2))
+    done = ctl.run('info', text)
+    header = tmp_path / 'header.conf'
+    header.write_text('[ttyUSB0:%s]\nrole = grid\n' % text)
+    checked = ctl.run_raw('check-config', str(header))
+    if message is None:
+        assert done.returncode == 0, done.stderr
+        assert checked.returncode == 0, checked.stdout
+        return
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == 'pzemctl PORT info: error: argument ADDR: ' + message
+    assert checked.returncode == 1
+    assert checked.stdout.splitlines()[0] == '%s:1: [ttyUSB0:%s] %s; section ignored' % (
+        header, text, message)
 
 
 # -- reset-energy, set-alarm, set-range ------------------------------------------------------------
@@ -273,9 +350,9 @@ def test_reset_energy_refuses_without_yes_and_without_a_terminal(ctl):
     done = ctl.run('reset-energy', '1')
     assert done.returncode == 2
     assert one_sentence(done.stderr) == (
-        'pzemctl: refusing to reset the energy counter of the PZEM-016 at address 1 on ttyUSB0 '
-        '(now 12.345 kWh) without confirmation: stdin is not a terminal, so add --yes')
-    assert meter.energy_wh == 12345
+        'pzemctl: refusing to reset the energy counter of the meter at address 1 on ttyUSB0 '
+        'without confirmation: stdin is not a terminal, so add --yes')
+    assert (meter.energy_wh, meter.stats['requests']) == (12345, 0)
 
 
 def test_reset_energy_asks_on_a_terminal(ctl):
@@ -373,8 +450,11 @@ def test_set_range_on_a_pzem017(ctl):
     ctl.start(meter)
     refused = ctl.run('set-range', '3', '200')
     assert refused.returncode == 2 and meter.current_range == 100
-    assert 'refusing to set the shunt range of the PZEM-017 at address 3 on ttyUSB0 to 200 A ' \
-           '(now 100 A) without confirmation' in one_sentence(refused.stderr)
+    assert 'refusing to set the shunt range of the meter at address 3 on ttyUSB0 to 200 A ' \
+           'without confirmation' in one_sentence(refused.stderr)
+    asked = ctl.run_on_terminal('n', 'set-range', '3', '200')
+    assert 'Set the shunt range of the PZEM-017 at address 3 on ttyUSB0 to 200 A (now 100 A)? ' \
+           '[y/N]' in asked.stderr
     done = ctl.run('set-range', '3', '200', '--yes')
     assert done.returncode == 0, done.stderr
     assert meter.current_range == 200
@@ -386,7 +466,7 @@ def test_set_range_refuses_an_ac_meter_and_odd_ranges(ctl):
     meter = grid(1)
     ctl.start(meter, wind(3))
     done = ctl.run('set-range', '1', '200', '--yes')
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert one_sentence(done.stderr) == ('pzemctl: the meter at address 1 is a PZEM-016 (AC): only '
                                          'a PZEM-017 has a shunt range')
     odd = ctl.run('set-range', '3', '150', '--yes')

@@ -20,11 +20,14 @@ def span(addresses):
 
 
 class Sweep(object):
-    """What a quick pass found: `found` addresses that answered, `garbled` ones (collisions?)."""
+    """What a quick pass found: `found` addresses that answered, `garbled` ones (collisions?),
+    `asked` how many addresses were asked, `interrupted` when Ctrl-C ended it early."""
 
     def __init__(self):
         self.found = []
         self.garbled = []
+        self.asked = 0
+        self.interrupted = False
         self.seconds = 0.0
 
     @property
@@ -32,8 +35,9 @@ class Sweep(object):
         return sorted(self.found + self.garbled)
 
 
-def sweep(port, addresses=ADDRESSES, stop_after=None):
-    """Ask every address once (short timeout), showing progress; stop at `stop_after` found."""
+def sweep(port, addresses=ADDRESSES, stop_after=None, keep_on_interrupt=False):
+    """Ask every address once (short timeout), showing progress; stop at `stop_after` found.
+    With `keep_on_interrupt`, Ctrl-C ends the pass and what it found so far is returned."""
     result = Sweep()
     started = time.monotonic()
     addresses = list(addresses)
@@ -50,9 +54,14 @@ def sweep(port, addresses=ADDRESSES, stop_after=None):
                     result.garbled.append(address)
                 except modbus.NoReply:
                     pass
+                result.asked = done
                 progress.step(done, len(result.answering))
                 if stop_after and len(result.answering) >= stop_after:
                     break
+        except KeyboardInterrupt:
+            if not keep_on_interrupt:
+                raise
+            result.interrupted = True
         finally:
             progress.done()
     result.seconds = time.monotonic() - started
