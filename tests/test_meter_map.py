@@ -507,6 +507,45 @@ def test_a_missing_section_is_appended_at_the_end(tmp_path):
         2, 'pvinverter', 0, 'PV', section='ttyUSB0:2', line=5)
 
 
+FOUND = ['ttyUSB0:2: a PZEM-016 found on 2026-12-01 15:20 by dbus-pzem; no section named it.',
+         'Its role steers nothing; set role, name and the rest here or in the Venus GUI.']
+
+
+@pytest.mark.parametrize('text', ['[2]\nrole = grid\n', '[ttyUSB0:2]\nname = Pump\n'])
+def test_a_found_meter_gets_a_section_only_while_none_names_it(tmp_path, text):
+    path = write(tmp_path, text)
+    assert not map_update.update_many(path, {'ttyUSB0:2': {'role': 'acload'}},
+                                      {'ttyUSB0:2': FOUND})
+    assert read(path) == text
+    assert map_update.update_many(path, {'ttyUSB0:3': {'role': 'acload'}}, {'ttyUSB0:3': FOUND})
+    assert read(path).startswith(text + '\n# ttyUSB0:2: a PZEM-016 found')
+
+
+def test_moving_a_meter_changes_only_its_header_line(tmp_path):
+    text = '\ufeff# mine\r\n[ttyUSB0:2]  ; pump\r\nrole = acload\r\nname = Pump\r\n[3]\r\n'
+    path = write(tmp_path, text)
+    assert map_update.move_meter(path, '/dev/ttyUSB0', 2, 9) == ('ttyUSB0:2', 'ttyUSB0:9')
+    assert read(path) == text.replace('[ttyUSB0:2]', '[ttyUSB0:9]')
+    assert map_update.move_meter(path, 'ttyUSB1', 2, 9) is None        # names no meter there
+    assert map_update.move_meter(path, 'ttyUSB1', 3, 4) == ('3', '4')   # a plain one stays plain
+    assert read(path) == text.replace('[ttyUSB0:2]', '[ttyUSB0:9]').replace('[3]', '[4]')
+
+
+def test_moving_a_meter_absorbs_only_a_section_the_driver_added(tmp_path):
+    found = '\n'.join('# ' + line for line in FOUND).replace('ttyUSB0:2', 'ttyUSB0:4')
+    mine = '[ttyUSB0:3]\nrole = dcsource\nname = Wind\n'
+    path = write(tmp_path, mine + '\n' + found + '\n[ttyUSB0:4]\nrole = acload\n')
+    assert map_update.move_meter(path, 'ttyUSB0', 3, 4) == ('ttyUSB0:3', 'ttyUSB0:4')
+    assert read(path) == mine.replace('ttyUSB0:3', 'ttyUSB0:4')
+    # A section of the user's own at the new address is another meter's: refused, untouched.
+    text = mine + '[ttyUSB0:4]\nrole = acload\nname = Fridge\n'
+    path = write(tmp_path, text)
+    with pytest.raises(MapWriteError, match=r'^\[ttyUSB0:4\] on line 4 already names a meter at '
+                                            r'address 4 on ttyUSB0$'):
+        map_update.move_meter(path, 'ttyUSB0', 3, 4)
+    assert read(path) == text
+
+
 def test_the_file_and_its_directory_are_created(tmp_path):
     path = str(tmp_path / 'data' / 'conf' / 'pzem.conf')
     map_update.update(path, 'ttyUSB0:1', {'role': 'acload', 'position': None, 'name': 'Kitchen'})

@@ -96,9 +96,8 @@ def change_address(bus, port, old, new, map_path=None, approve=None, sleep=time.
             map_update.update_many(map_path, {plan.added: {'role': roles.DEFAULT_ROLE[
                 model.family]}}, {plan.added: _added_comment(port, old, new, model)})
     except map_update.MapWriteError as e:
-        header = meter_map.load(map_path).section_for(port, old)
-        todo = ('rename [%s] to [%s] by hand' % (header[0], _moved_header(header[0], new))
-                if header else 'add a section [%s:%d] for it' % (port, new))
+        todo = ('rename [%s] to [%s] by hand' % plan.moved if plan.moved else
+                'add a section [%s] for it' % plan.added)
         raise AddressChangeError('the %s on %s now answers at address %d (was %d), but the map '
                                  '%s could not follow it (%s): in the map, %s' % (
                                      model.name, port, new, old, map_path, e, todo), written=True)
