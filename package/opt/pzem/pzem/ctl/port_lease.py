@@ -145,8 +145,8 @@ def holding(path, tty):
     for pid, _ in holders(path):
         argv = argv_of(pid)
         command = ' '.join(program(argv)) or '?'
-        if len(command) > 80:
-            command = command[:77] + '...'
+        if len(command) > 240:      # whole, as a rule: --config and the port matter
+            command = command[:237] + '...'
         words = 'process %d (%s)' % (pid, command)
         (ours if is_driver(argv) else others).append(words)
     return ours, others
