@@ -4,6 +4,7 @@ Exit codes: 0 done, 1 not done (one sentence on stderr says why), 2 the command 
 what cannot be done as given (console.py has the rule).
 """
 import argparse
+import os
 import sys
 
 from .. import map_syntax, meter_map, modbus, numbers
@@ -171,11 +172,11 @@ def order_hint(argv):
     if first in COMMANDS:
         if first in WITHOUT_PORT:
             return None
-        if second is not None and second not in COMMANDS:
+        if second is not None and second not in COMMANDS and not second.isdigit():
             return 'the port comes before the command: pzemctl %s %s' % (
                 second, ' '.join([first] + argv[2:]))
         return 'give the port before the command: pzemctl PORT %s (e.g. pzemctl ttyUSB0 %s)' % (
-            first, first)
+            ' '.join(argv), first)
     if second in COMMANDS:
         return None
     for word in (second, first):
@@ -212,6 +213,9 @@ def main(argv=None):
         return FAILED
     except KeyboardInterrupt:
         note('pzemctl: interrupted')
+        return FAILED
+    except BrokenPipeError:     # `pzemctl ... | head`: the reader has gone, nobody to tell
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return FAILED
 
 

@@ -25,10 +25,11 @@ def shadowing(the_map):
         port = ported.partition(':')[0].strip()
         if keys:
             problems.append(
-                '%s:%d: [%s] replaces [%s] (line %d) on %s as a whole, so what [%s] sets and '
-                '[%s] does not (%s) does not apply there: add it to [%s], or remove [%s]' % (
-                    the_map.source, line, ported, plain, plain_line, port, plain, ported,
-                    ', '.join(keys), ported, ported))
+                '%s:%d: [%s] replaces [%s] (line %d) on %s as a whole: the %s of [%s] %s not '
+                'apply there; add %s to [%s], or remove [%s] to use [%s]' % (
+                    the_map.source, line, ported, plain, plain_line, port, ', '.join(keys),
+                    plain, 'does' if len(keys) == 1 else 'do', 'it' if len(keys) == 1 else
+                    'them', ported, ported, plain))
         else:
             notes.append('[%s] is not used on %s: [%s] (line %d) replaces it there; edit that '
                          'one, or remove it' % (plain, port, ported, line))
