@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from ctl_helpers import FAST, PZEMCTL, Ctl, one_sentence
+from ctl_helpers import FAST, PZEMCTL, ROOT, Ctl, one_sentence
 from dbus_helpers import connect
 from pzem.busitem import BusItemService
 from pzem.roles import DEFAULT_ROLE
@@ -1349,3 +1349,43 @@ def test_ctrl_c_during_a_scan_keeps_what_was_found(ctl):
     assert 50 <= asked < 247
     assert one_sentence(err) == 'pzemctl: interrupted: addresses %d..247 were not scanned' % (
         asked + 1)
+
+
+# -- exit codes: the README's table, run -------------------------------------------------------------
+
+def readme_exit_codes():
+    """[(code, command)] from the README's exit-code table: each `pzemctl ...` of a row."""
+    with open(os.path.join(ROOT, 'README.md')) as f:
+        text = f.read()
+    table = text[text.index('| exit | means | for example |'):].split('\n\n', 1)[0]
+    rows = [row for row in table.splitlines()[2:] if row.startswith('|')]
+    found = []
+    for row in rows:
+        code = int(row.split('|')[1])
+        commands = re.findall(r'`(pzemctl [^`]+)`', row)
+        assert commands, row
+        found += [(code, command) for command in commands]
+    assert sorted({code for code, _ in found}) == [0, 1, 2]
+    return found
+
+
+@pytest.mark.pymodbus
+@pytest.mark.parametrize('code, command', readme_exit_codes())
+def test_exit_codes_follow_the_readmes_table(tmp_path, code, command):
+    """Each example runs on the README's plan: PZEM-016 at 1 and 2, PZEM-017 at 3, on ttyUSB0
+    (the simulator's link in its place), without a terminal."""
+    ctl = Ctl(tmp_path)
+    ctl.start(grid(1), grid(2), wind(3))
+    try:
+        words = command.split()[1:]
+        words = [ctl.link if w == 'ttyUSB0' else w for w in words]
+        if words[0] == ctl.link:
+            words += ['--config', ctl.map_path] + list(FAST)
+        done = subprocess.run([sys.executable, PZEMCTL] + words, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              universal_newlines=True, env=ctl.env, timeout=60)
+    finally:
+        ctl.stop()
+    assert done.returncode == code, done.stderr
+    if code:
+        assert done.stderr.splitlines()[-1].startswith('pzemctl'), done.stderr
