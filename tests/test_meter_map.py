@@ -15,7 +15,8 @@ from pzem.meter_map import MeterSpec
 
 
 # What a left-out meter section or group means for its meter(s), after each problem line.
-IGNORED = ': its meter gets the safe default role (acload for AC, dcsource for DC) until this is fixed'
+IGNORED = (': its meter gets the safe default role (acload for AC, dcsource for DC) until this is '
+           'fixed')
 GROUP_IGNORED = (': each of its meters gets the safe default role alone until this is fixed')
 
 
@@ -130,7 +131,8 @@ def test_an_unreadable_path_is_one_problem(tmp_path):
      ["F:1: key 'role' is outside any section, ignored; put it under a header such as [1]"]),
     ('[1]\nrole = gird\n',
      ["F:2: [1] key 'role': unknown role 'gird' (did you mean 'grid'?); roles: grid, genset, "
-      "acload, pvinverter, evcharger, heatpump (AC), dcsource, dcload, dcsystem (DC); section ignored" + IGNORED]),
+      "acload, pvinverter, evcharger, heatpump (AC), dcsource, dcload, dcsystem (DC); section ignored"
+      + IGNORED]),
     ('[1]\nrole = grid\nrole = acload\n',
      ["F:3: [1] key 'role': given twice (also on line 2); section ignored" + IGNORED]),
     ('[1]\nrole grid\n',
@@ -144,7 +146,8 @@ def test_an_unreadable_path_is_one_problem(tmp_path):
       "role is grid; section ignored" + IGNORED]),
     ('[2]\nposition = one\n',
      ["F:2: [2] key 'position': 'one' is not a position; pvinverter: 0 (AC input 1), 1 (AC "
-      "output) or 2 (AC input 2); acload, evcharger, heatpump: 0 (AC output) or 1 (AC input); section ignored" + IGNORED]),
+      "output) or 2 (AC input 2); acload, evcharger, heatpump: 0 (AC output) or 1 (AC input); section ignored"
+      + IGNORED]),
     ('[3]\nrole = grid\nmonitor_mode = wind\n',
      ["F:3: [3] key 'monitor_mode': monitor_mode applies only to role dcsource or dcload, and "
       "the role is grid; section ignored" + IGNORED]),
@@ -395,17 +398,22 @@ def test_a_split_phase_group_of_two_plain_sections(tmp_path):
 
 @pytest.mark.parametrize('text, expected', [
     ('[1]\ngroup = g\nphase = L1\n[2]\ngroup = g\nphase = l1\n',
-     ["F:6: [2] key 'phase': phase L1 is also given in [1] on line 1; group 'g' ignored" + GROUP_IGNORED]),
+     ["F:6: [2] key 'phase': phase L1 is also given in [1] on line 1; group 'g' ignored"
+      + GROUP_IGNORED]),
     ('[ttyUSB0:1]\ngroup = g\nphase = L1\n[ttyUSB1:2]\ngroup = g\nphase = L2\n',
      ["F:4: [ttyUSB1:2] a group must be on one port: [ttyUSB0:1] and [ttyUSB1:2] are not (use "
-      "[PORT:N] with the same port for all, or plain [N] for all); group 'g' ignored" + GROUP_IGNORED]),
+      "[PORT:N] with the same port for all, or plain [N] for all); group 'g' ignored"
+      + GROUP_IGNORED]),
     ('[1]\ngroup = g\nphase = L1\n[ttyUSB0:2]\ngroup = g\nphase = L2\n',
      ["F:4: [ttyUSB0:2] a group must be on one port: [1] and [ttyUSB0:2] are not (use "
-      "[PORT:N] with the same port for all, or plain [N] for all); group 'g' ignored" + GROUP_IGNORED]),
+      "[PORT:N] with the same port for all, or plain [N] for all); group 'g' ignored"
+      + GROUP_IGNORED]),
     ('[1]\ngroup = g\nphase = L1\nmodel = ac\n[2]\ngroup = g\nphase = L2\nmodel = PZEM-017\n',
-     ["F:8: [2] key 'model': a group is made of PZEM-016 (AC) meters only; group 'g' ignored" + GROUP_IGNORED]),
+     ["F:8: [2] key 'model': a group is made of PZEM-016 (AC) meters only; group 'g' ignored"
+      + GROUP_IGNORED]),
     ('[1]\ngroup = g\nphase = L1\nmodel = dc\n',
-     ["F:4: [1] key 'model': a group is made of PZEM-016 (AC) meters only; group 'g' ignored" + GROUP_IGNORED]),
+     ["F:4: [1] key 'model': a group is made of PZEM-016 (AC) meters only; group 'g' ignored"
+      + GROUP_IGNORED]),
     ('[1]\nphase = L1\n',
      ["F:2: [1] key 'phase': a phase needs a group = NAME (sections sharing a group are one "
       "three-phase meter); section ignored" + IGNORED]),
@@ -429,7 +437,8 @@ def test_a_split_phase_group_of_two_plain_sections(tmp_path):
      ["F:7: [2] key 'position': position applies only to role pvinverter, acload, evcharger, heatpump, and the "
       "role is not given; group 'g' ignored" + GROUP_IGNORED]),
     ('[1]\ngroup = g\nphase = L1\n[2]\ngroup = g\nphase = L4\n',
-     ["F:1: [1] section [2] on line 4 of this group has a problem; group 'g' ignored" + GROUP_IGNORED,
+     ["F:1: [1] section [2] on line 4 of this group has a problem; group 'g' ignored"
+      + GROUP_IGNORED,
       "F:6: [2] key 'phase': phase 'L4': use L1, L2 or L3; section ignored" + IGNORED]),
     ('[1]\ngroup = two words\nphase = L1\n',
      ["F:2: [1] key 'group': group name 'two words': use up to 32 letters, digits, _ and -; "

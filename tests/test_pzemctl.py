@@ -1151,7 +1151,7 @@ def test_monitor_shows_the_meter_of_a_broken_section_with_the_safe_default_role(
     assert rows[1].startswith('1 PZEM-016 acload 231.4 V')
 
 
-# -- pzemctl on a terminal: 80x24 and wider ----------------------------------------------------------
+# -- pzemctl on a terminal: 80x24 and wider --------------------------------------------------------
 
 def on_terminal(ctl, columns, rows, *args):
     """pzemctl ARGS with stdout on a pseudo-terminal of that size; returns (code, its lines)."""
@@ -1315,7 +1315,7 @@ def test_a_port_with_a_trailing_slash_is_that_port(ctl):
     assert done.stdout.startswith('PZEM-016 (AC) at address 1 on ttyUSB0\n')
 
 
-# -- scan: what is counted ---------------------------------------------------------------------------
+# -- scan: what is counted -------------------------------------------------------------------------
 
 def test_garbled_addresses_are_not_counted_as_meters_and_fail_the_scan(ctl):
     ctl.start(grid(1), grid(1, voltage=229.0), wind(3))      # two meters at address 1
@@ -1351,7 +1351,7 @@ def test_ctrl_c_during_a_scan_keeps_what_was_found(ctl):
         asked + 1)
 
 
-# -- exit codes: the README's table, run -------------------------------------------------------------
+# -- exit codes: the README's table, run -----------------------------------------------------------
 
 def readme_exit_codes():
     """[(code, command)] from the README's exit-code table: each `pzemctl ...` of a row."""
@@ -1389,3 +1389,12 @@ def test_exit_codes_follow_the_readmes_table(tmp_path, code, command):
     assert done.returncode == code, done.stderr
     if code:
         assert done.stderr.splitlines()[-1].startswith('pzemctl'), done.stderr
+
+
+def test_the_port_holder_is_named_with_its_whole_command_line():
+    from pzem.ctl.port_lease import is_driver, program
+    argv = ['/usr/bin/python3', '-u', '/opt/pzem/dbus-pzem', '--config', 'live.conf', 'ttyUSB0']
+    assert program(argv) == ['dbus-pzem', '--config', 'live.conf', 'ttyUSB0']
+    assert is_driver(argv) and not is_driver(['python3', '-u', '/usr/bin/gps_dbus', 'dbus-pzem'])
+    assert program(['/opt/victronenergy/gps-dbus/gps_dbus', '-s', '/dev/ttyUSB0']) == [
+        'gps_dbus', '-s', '/dev/ttyUSB0']

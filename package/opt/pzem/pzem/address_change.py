@@ -82,8 +82,8 @@ def change_address(bus, port, old, new, map_path=None, approve=None, sleep=time.
     if old == new:
         return AddressChange(port, old, new, model, map_path, None, None)
     if _answers(bus, new):
-        raise AddressTaken('address %d is already in use on %s (a meter answers there): pick a free '
-                      'one' % (new, port))
+        raise AddressTaken('address %d is already in use on %s (a meter answers there): pick a '
+                           'free one' % (new, port))
     plan = AddressChange(port, old, new, model, map_path, *_map_plan(map_path, port, old, new))
     if approve is not None and not approve(plan):
         raise Cancelled('cancelled: nothing was written to the meter')
@@ -135,9 +135,9 @@ def _map_plan(map_path, port, old, new):
         raise Refused('the map cannot follow the meter: %s' % the_map.problems[0])
     there = the_map.section_for(port, new)
     if there is not None:
-        raise SectionTaken('the map %s has a section [%s] (line %d) for a meter at address %d on %s: '
-                      'another meter\'s, which may be off now; pick another address, or remove '
-                      'that section first' % (map_path, there[0], there[1], new, port))
+        raise SectionTaken('the map %s has a section [%s] (line %d) for a meter at address %d on '
+                           '%s: another meter\'s, which may be off now; pick another address, or '
+                           'remove that section first' % (map_path, there[0], there[1], new, port))
     section = the_map.section_for(port, old)
     if section is None:
         return None, '%s:%d' % (port, new)

@@ -80,7 +80,7 @@ class MeterMap:
         self.source = source
         self.readable = True    # False: the file exists but could not be read as a map
         self._found = []        # (line, problem line, whether something was left out)
-        self._meters = {}       # (port or None, address) -> MeterSpec (the default one if left out)
+        self._meters = {}       # (port or None, address) -> MeterSpec (default if left out)
         self._sections = {}     # (port or None, address) -> _Section, used or left out
         self._bus = {}          # port or None -> {key: value}
         self._notes = []        # (line, note)
