@@ -55,6 +55,8 @@ def question(plan):
         plan.model.name, plan.old, plan.port, plan.new)
     if plan.moved:
         text += ' (and in the map, [%s] becomes [%s])' % plan.moved
+    elif plan.added:
+        text += ' (and add [%s] to the map)' % plan.added
     return text
 
 
