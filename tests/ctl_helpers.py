@@ -55,7 +55,7 @@ class Ctl(object):
 
     def run_raw(self, *args, **kwargs):
         command = [sys.executable, PZEMCTL] + list(args)
-        if '--config' not in args and 'status' not in args:     # status reads no map
+        if '--config' not in args and not {'status', 'pin', 'unpin', 'check-config'} & set(args):
             command += ['--config', self.map_path]
         env = dict(self.env)
         env.update(kwargs.pop('env', {}))

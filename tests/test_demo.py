@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 import termios
+import time
 
 import pytest
 
@@ -43,6 +44,13 @@ def test_help_answers_before_any_setup(tmp_path):
     assert max(len(line) for line in text.splitlines()) <= 80
 
 
+def test_every_event_line_fits_the_80_columns_of_the_live_view():
+    import demo
+    texts = ['fault: ' + fault[3] for fault in demo.FAULTS] + list(demo.MULTI_EVENTS.values())
+    stamp = len(time.strftime(demo.EVENT_TIME))
+    assert max(stamp + len(text) for text in texts) <= 80
+
+
 def test_render_fits_80_columns_and_shows_errors_and_power_factor():
     group = {'/CustomName': 'House 3-phase with a long name', '/Connected': 1,
              '/Ac/Power': -12345.6, '/Ac/PowerFactor': 0.93, '/Ac/Frequency': 50.0,
@@ -55,8 +63,15 @@ def test_render_fits_80_columns_and_shows_errors_and_power_factor():
                       '/Ac/%s/Energy/Forward' % ph: 411.5, '/Ac/%s/Energy/Reverse' % ph: None})
     dc = {'/CustomName': 'Wind', '/Connected': 0, '/Dc/0/Voltage': None, '/Dc/0/Current': None,
           '/Dc/0/Power': None, '/History/EnergyOut': 3.25}
-    lines = venus_view.render([('com.victronenergy.acload.pzem_ttyUSB0_4', group, None),
-                               ('com.victronenergy.dcsource.pzem_ttyUSB0_3', dc, None)])
+    wind = 'com.victronenergy.dcsource.pzem_ttyUSB0_3'
+    meters = [('com.victronenergy.acload.pzem_ttyUSB0_4', group, None), (wind, dc, None)]
+    seen = set()
+    # A meter not read yet is not 'lost' (issue 23): 'wait' until it has been connected once.
+    assert venus_view.render(meters, seen)[5].split()[:3] == ['Wind', 'dcsource', 'wait']
+    assert venus_view.render([(wind, dict(dc, **{'/Connected': 1}), None)], seen)[1].split()[
+        :3] == ['Wind', 'dcsource', 'ok']
+    assert venus_view.render(meters, None)[5].split()[:3] == ['Wind', 'dcsource', 'no']
+    lines = venus_view.render(meters, seen)
     assert max(len(line) for line in lines) <= 80
     assert lines[0].split()[:8] == ['meter', 'role', 'link', 'P', 'W', 'U', 'V', 'I']
     assert 'PF' in lines[0].split()

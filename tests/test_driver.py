@@ -361,16 +361,20 @@ def test_a_role_of_the_wrong_family_is_not_published(tmp_path):
 
 
 def test_map_mistakes_are_reported_and_good_meters_keep_running(tmp_path):
-    text = '[1]\nrole = grid\ncolour = blue\n[2]\nrole = windmill\n'
+    text = '[1]\nrole = grid\ncolour = blue\n[2]\nrole = windmill\nname = Mill\n'
     with Rig(tmp_path, [grid_meter(1), load_meter(2)], text) as rig:
         rig.start_driver()
         rig.wait_service(rig.service('grid', 1))
+        # The meter of the broken section is published as a found one would be: a role that
+        # steers nothing, nothing else from the section; the log says which section and why.
+        mill = rig.wait_service(rig.service('acload', 2))
+        assert rig.value(mill, '/CustomName') == ''
         log = rig.log()
         assert "pzem.conf:3" in log and "colour" in log
-        assert "pzem.conf:5" in log and "windmill" in log
-        rig.pump(0.5)
-        names = [str(n) for n in rig.client.bus.list_names()]
-        assert not any('pzem_ttyPZEM0_2' in n for n in names)
+        assert ("ERROR map: %s:5: [2] key 'role': unknown role 'windmill'; roles: grid, genset, "
+                "acload, pvinverter, evcharger, heatpump (AC), dcsource, dcload, dcsystem (DC); "
+                "section ignored: its meter gets the safe default role (acload for AC, dcsource "
+                "for DC) until this is fixed\n" % rig.map_path) in log
 
 
 def test_a_vrm_instance_changed_in_settings_re_registers(rig):

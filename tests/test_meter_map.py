@@ -14,6 +14,12 @@ from pzem.map_update import MapWriteError
 from pzem.meter_map import MeterSpec
 
 
+# What a left-out meter section or group means for its meter(s), after each problem line.
+IGNORED = (': its meter gets the safe default role (acload for AC, dcsource for DC) until this is '
+           'fixed')
+GROUP_IGNORED = (': each of its meters gets the safe default role alone until this is fixed')
+
+
 def config(address, role=None, position=None, name=None, monitor_mode=None, model=None,
            group=None, phase=None, section=None, line=0):
     """One section's meter as a MeterSpec (a single meter, or a one-phase view of a group)."""
@@ -125,55 +131,59 @@ def test_an_unreadable_path_is_one_problem(tmp_path):
      ["F:1: key 'role' is outside any section, ignored; put it under a header such as [1]"]),
     ('[1]\nrole = gird\n',
      ["F:2: [1] key 'role': unknown role 'gird' (did you mean 'grid'?); roles: grid, genset, "
-      "acload, pvinverter, evcharger, heatpump (AC), dcsource, dcload, dcsystem (DC); section ignored"]),
+      "acload, pvinverter, evcharger, heatpump (AC), dcsource, dcload, dcsystem (DC); section ignored"
+      + IGNORED]),
     ('[1]\nrole = grid\nrole = acload\n',
-     ["F:3: [1] key 'role': given twice (also on line 2); section ignored"]),
+     ["F:3: [1] key 'role': given twice (also on line 2); section ignored" + IGNORED]),
     ('[1]\nrole grid\n',
-     ["F:2: [1] 'role grid' is not 'key = value'; section ignored"]),
-    ('[1]\nrole =\n', ["F:2: [1] key 'role': no value given; section ignored"]),
+     ["F:2: [1] 'role grid' is not 'key = value'; section ignored" + IGNORED]),
+    ('[1]\nrole =\n', ["F:2: [1] key 'role': no value given; section ignored" + IGNORED]),
     ('[2]\nrole = acload\nposition = 2\n',
      ["F:3: [2] key 'position': position 2 is not one for acload; use 0 (AC output) or 1 "
-      "(AC input); section ignored"]),
+      "(AC input); section ignored" + IGNORED]),
     ('[2]\nrole = grid\nposition = 1\n',
      ["F:3: [2] key 'position': position applies only to role pvinverter, acload, evcharger, heatpump, and the "
-      "role is grid; section ignored"]),
+      "role is grid; section ignored" + IGNORED]),
     ('[2]\nposition = one\n',
      ["F:2: [2] key 'position': 'one' is not a position; pvinverter: 0 (AC input 1), 1 (AC "
-      "output) or 2 (AC input 2); acload, evcharger, heatpump: 0 (AC output) or 1 (AC input); section ignored"]),
+      "output) or 2 (AC input 2); acload, evcharger, heatpump: 0 (AC output) or 1 (AC input); section ignored"
+      + IGNORED]),
     ('[3]\nrole = grid\nmonitor_mode = wind\n',
      ["F:3: [3] key 'monitor_mode': monitor_mode applies only to role dcsource or dcload, and "
-      "the role is grid; section ignored"]),
+      "the role is grid; section ignored" + IGNORED]),
     ('[3]\nrole = dcload\nmonitor_mode = wind\n',
      ["F:3: [3] key 'monitor_mode': monitor_mode wind is not one for dcload; dcload: generic "
       "(1), fridge (3), waterpump (4), bilgepump (5), inverter (7), waterheater (8); "
-      "section ignored"]),
+      "section ignored" + IGNORED]),
     ('[3]\nrole = dcsource\nmonitor_mode = -5\n',
      ["F:3: [3] key 'monitor_mode': monitor_mode -5 is not one for dcsource; dcsource: generic "
       "(-1), accharger (-2), dcdc (-3), watergenerator (-4), shaftgenerator (-7), wind (-8); "
-      "section ignored"]),
+      "section ignored" + IGNORED]),
     ('[3]\nmonitor_mode = breeze\n',
      ["F:2: [3] key 'monitor_mode': unknown monitor_mode 'breeze'; dcsource: generic (-1), "
       "accharger (-2), dcdc (-3), watergenerator (-4), shaftgenerator (-7), wind (-8); dcload: "
       "generic (1), fridge (3), waterpump (4), bilgepump (5), inverter (7), waterheater (8); "
-      "section ignored"]),
+      "section ignored" + IGNORED]),
     ('[4]\nrole = dcsystem\nmodel = PZEM-016\n',
      ["F:3: [4] key 'model': role dcsystem needs a DC meter, but the model is AC; "
-      "section ignored"]),
+      "section ignored" + IGNORED]),
     ('[4]\nmodel = PZEM-018\n',
      ["F:2: [4] key 'model': unknown model 'PZEM-018'; PZEM-016, PZEM-014, PZEM-004T (or ac) "
-      "or PZEM-017, PZEM-003 (or dc); section ignored"]),
+      "or PZEM-017, PZEM-003 (or dc); section ignored" + IGNORED]),
     ('[5]\nname = 123456789012345678901234567890123\n',
      ["F:2: [5] key 'name': the name has 33 characters and the GUI shows at most 32: "
       "'12345678901234567890123456789012' is used"]),
     ('[5]\nname = tab\x07bell\n',
-     ["F:2: [5] key 'name': the name holds a control character; section ignored"]),
+     ["F:2: [5] key 'name': the name holds a control character; section ignored" + IGNORED]),
     ('[6]\nrole = inverter0\nposition = 1\n',
      ["F:3: [6] key 'position': the old role name on line 2 means pvinverter at position 0, "
-      "not 1; section ignored"]),
+      "not 1; section ignored" + IGNORED]),
     ('[0]\nrole = grid\n',
-     ["F:1: [0] '0' is not a Modbus address (1..247); section ignored"]),
-    ('[ttyUSB0:248]\n', ["F:1: [ttyUSB0:248] '248' is not a Modbus address (1..247); "
+     ["F:1: [0] address 0 is out of range: meters take 1..247; section ignored"]),
+    ('[ttyUSB0:248]\n', ["F:1: [ttyUSB0:248] address 248 is out of range: meters take 1..247; "
                          "section ignored"]),
+    ('[0x10]\n', ["F:1: [0x10] '0x10' is hexadecimal: addresses are written in decimal (0x10 "
+                  "is 16); section ignored"]),
     ('[/dev/ttyUSB0:4]\n', ["F:1: [/dev/ttyUSB0:4] give the port as a bare tty name such as "
                             "ttyUSB0, not a path; section ignored"]),
     ('[tty USB0:4]\n', ["F:1: [tty USB0:4] 'tty USB0' is not a tty name such as ttyUSB0; "
@@ -214,11 +224,15 @@ def test_an_unknown_key_is_reported_and_its_section_kept(tmp_path):
     assert [(c.address, c.role) for c in the_map.meters_for('ttyUSB0')] == [(1, 'acload')]
 
 
-def test_a_bad_section_is_left_out_and_the_others_keep_working(tmp_path):
-    the_map = load(tmp_path, '[1]\nrole = grid\n[2]\nrole = gird\n[3]\nrole = acload\n')
-    assert len(the_map.problems) == 1
-    assert [(c.address, c.role) for c in the_map.meters_for('ttyUSB0')] == [(1, 'grid'),
-                                                                          (3, 'acload')]
+def test_a_bad_section_is_left_out_and_its_meter_gets_the_safe_default_role(tmp_path):
+    the_map = load(tmp_path, '[1]\nrole = grid\n[2]\nrole = gird\nname = Pump\n'
+                             '[3]\nrole = acload\n')
+    assert len(the_map.problems) == 1 and the_map.broken
+    # Nothing of [2] is used (a role is never guessed): its meter is published as found.
+    assert the_map.meters_for('ttyUSB0') == [config(1, 'grid', section='1', line=1),
+                                             config(2, section='2', line=3),
+                                             config(3, 'acload', section='3', line=6)]
+    assert the_map.left_out == {('meter', None, 2)}
 
 
 def test_a_duplicate_section_is_ignored_and_the_first_one_used(tmp_path):
@@ -238,8 +252,8 @@ def test_a_port_section_replaces_the_plain_one_on_its_port_only(tmp_path):
 
 def test_a_broken_port_section_still_hides_the_plain_one(tmp_path):
     the_map = load(tmp_path, '[5]\nrole = grid\n[ttyUSB1:5]\nrole = acloda\n')
-    assert [c.address for c in the_map.meters_for('ttyUSB0')] == [5]
-    assert the_map.meters_for('ttyUSB1') == []
+    assert the_map.meters_for('ttyUSB0') == [config(5, 'grid', section='5', line=1)]
+    assert the_map.meters_for('ttyUSB1') == [config(5, section='ttyUSB1:5', line=3)]
 
 
 def test_a_section_without_role_leaves_the_role_to_the_detected_model(tmp_path):
@@ -384,50 +398,60 @@ def test_a_split_phase_group_of_two_plain_sections(tmp_path):
 
 @pytest.mark.parametrize('text, expected', [
     ('[1]\ngroup = g\nphase = L1\n[2]\ngroup = g\nphase = l1\n',
-     ["F:6: [2] key 'phase': phase L1 is also given in [1] on line 1; group 'g' ignored"]),
+     ["F:6: [2] key 'phase': phase L1 is also given in [1] on line 1; group 'g' ignored"
+      + GROUP_IGNORED]),
     ('[ttyUSB0:1]\ngroup = g\nphase = L1\n[ttyUSB1:2]\ngroup = g\nphase = L2\n',
      ["F:4: [ttyUSB1:2] a group must be on one port: [ttyUSB0:1] and [ttyUSB1:2] are not (use "
-      "[PORT:N] with the same port for all, or plain [N] for all); group 'g' ignored"]),
+      "[PORT:N] with the same port for all, or plain [N] for all); group 'g' ignored"
+      + GROUP_IGNORED]),
     ('[1]\ngroup = g\nphase = L1\n[ttyUSB0:2]\ngroup = g\nphase = L2\n',
      ["F:4: [ttyUSB0:2] a group must be on one port: [1] and [ttyUSB0:2] are not (use "
-      "[PORT:N] with the same port for all, or plain [N] for all); group 'g' ignored"]),
+      "[PORT:N] with the same port for all, or plain [N] for all); group 'g' ignored"
+      + GROUP_IGNORED]),
     ('[1]\ngroup = g\nphase = L1\nmodel = ac\n[2]\ngroup = g\nphase = L2\nmodel = PZEM-017\n',
-     ["F:8: [2] key 'model': a group is made of PZEM-016 (AC) meters only; group 'g' ignored"]),
+     ["F:8: [2] key 'model': a group is made of PZEM-016 (AC) meters only; group 'g' ignored"
+      + GROUP_IGNORED]),
     ('[1]\ngroup = g\nphase = L1\nmodel = dc\n',
-     ["F:4: [1] key 'model': a group is made of PZEM-016 (AC) meters only; group 'g' ignored"]),
+     ["F:4: [1] key 'model': a group is made of PZEM-016 (AC) meters only; group 'g' ignored"
+      + GROUP_IGNORED]),
     ('[1]\nphase = L1\n',
      ["F:2: [1] key 'phase': a phase needs a group = NAME (sections sharing a group are one "
-      "three-phase meter); section ignored"]),
+      "three-phase meter); section ignored" + IGNORED]),
     ('[1]\ngroup = g\n',
      ["F:2: [1] key 'group': each section of a group needs a phase = L1, L2 or L3; "
-      "section ignored"]),
+      "section ignored" + IGNORED]),
     ('[1]\ngroup = g\nphase = L1\nrole = grid\n[2]\ngroup = g\nphase = L2\nrole = genset\n',
      ["F:8: [2] key 'role': 'genset' differs from [1] on line 4; give it once or the same in "
-      "every section of the group; group 'g' ignored"]),
+      "every section of the group; group 'g' ignored" + GROUP_IGNORED]),
     ('[1]\ngroup = g\nphase = L1\nname = A\n[2]\ngroup = g\nphase = L2\nname = B\n',
      ["F:8: [2] key 'name': 'B' differs from [1] on line 4; give it once or the same in every "
-      "section of the group; group 'g' ignored"]),
+      "section of the group; group 'g' ignored" + GROUP_IGNORED]),
     ('[1]\ngroup = g\nphase = L1\nrole = inverter0\n[2]\ngroup = g\nphase = L2\nposition = 2\n',
      ["F:8: [2] key 'position': '2' differs from [1] on line 4; give it once or the same in "
-      "every section of the group; group 'g' ignored"]),
+      "every section of the group; group 'g' ignored" + GROUP_IGNORED]),
     ('[1]\ngroup = g\nphase = L1\nrole = dcsystem\n',
      ["F:4: [1] key 'role': a group is one AC meter: use grid, genset, acload, pvinverter, "
       "evcharger, heatpump; "
-      "group 'g' ignored"]),
+      "group 'g' ignored" + GROUP_IGNORED]),
     ('[1]\ngroup = g\nphase = L1\n[2]\ngroup = g\nphase = L2\nposition = 1\n',
      ["F:7: [2] key 'position': position applies only to role pvinverter, acload, evcharger, heatpump, and the "
-      "role is not given; group 'g' ignored"]),
+      "role is not given; group 'g' ignored" + GROUP_IGNORED]),
     ('[1]\ngroup = g\nphase = L1\n[2]\ngroup = g\nphase = L4\n',
-     ["F:1: [1] section [2] on line 4 of this group has a problem; group 'g' ignored",
-      "F:6: [2] key 'phase': phase 'L4': use L1, L2 or L3; section ignored"]),
+     ["F:1: [1] section [2] on line 4 of this group has a problem; group 'g' ignored"
+      + GROUP_IGNORED,
+      "F:6: [2] key 'phase': phase 'L4': use L1, L2 or L3; section ignored" + IGNORED]),
     ('[1]\ngroup = two words\nphase = L1\n',
      ["F:2: [1] key 'group': group name 'two words': use up to 32 letters, digits, _ and -; "
-      "section ignored"]),
+      "section ignored" + IGNORED]),
 ])
 def test_each_group_mistake_leaves_the_whole_group_out(tmp_path, text, expected):
     assert problems(tmp_path, text) == expected
     the_map = load(tmp_path, text)
-    assert the_map.meters_for('ttyUSB0') == the_map.meters_for('ttyUSB1') == []
+    # Each member is then published alone, with the safe default role and nothing else.
+    for port in ('ttyUSB0', 'ttyUSB1'):
+        for spec in the_map.meters_for(port):
+            assert spec == config(spec.address, section=spec.sections[0], line=spec.line)
+    assert the_map.meters_for('ttyUSB0') != []
 
 
 def test_repeating_role_and_name_identically_in_a_group_is_fine(tmp_path):
@@ -490,6 +514,45 @@ def test_a_missing_section_is_appended_at_the_end(tmp_path):
                           'position = 0\nname = PV\n')
     assert meter_map.load(path).meters_for('ttyUSB0')[1] == config(
         2, 'pvinverter', 0, 'PV', section='ttyUSB0:2', line=5)
+
+
+FOUND = ['ttyUSB0:2: a PZEM-016 found on 2026-12-01 15:20 by dbus-pzem; no section named it.',
+         'Its role steers nothing; set role, name and the rest here or in the Venus GUI.']
+
+
+@pytest.mark.parametrize('text', ['[2]\nrole = grid\n', '[ttyUSB0:2]\nname = Pump\n'])
+def test_a_found_meter_gets_a_section_only_while_none_names_it(tmp_path, text):
+    path = write(tmp_path, text)
+    assert not map_update.update_many(path, {'ttyUSB0:2': {'role': 'acload'}},
+                                      {'ttyUSB0:2': FOUND})
+    assert read(path) == text
+    assert map_update.update_many(path, {'ttyUSB0:3': {'role': 'acload'}}, {'ttyUSB0:3': FOUND})
+    assert read(path).startswith(text + '\n# ttyUSB0:2: a PZEM-016 found')
+
+
+def test_moving_a_meter_changes_only_its_header_line(tmp_path):
+    text = '\ufeff# mine\r\n[ttyUSB0:2]  ; pump\r\nrole = acload\r\nname = Pump\r\n[3]\r\n'
+    path = write(tmp_path, text)
+    assert map_update.move_meter(path, '/dev/ttyUSB0', 2, 9) == ('ttyUSB0:2', 'ttyUSB0:9')
+    assert read(path) == text.replace('[ttyUSB0:2]', '[ttyUSB0:9]')
+    assert map_update.move_meter(path, 'ttyUSB1', 2, 9) is None        # names no meter there
+    assert map_update.move_meter(path, 'ttyUSB1', 3, 4) == ('3', '4')   # a plain one stays plain
+    assert read(path) == text.replace('[ttyUSB0:2]', '[ttyUSB0:9]').replace('[3]', '[4]')
+
+
+def test_moving_a_meter_absorbs_only_a_section_the_driver_added(tmp_path):
+    found = '\n'.join('# ' + line for line in FOUND).replace('ttyUSB0:2', 'ttyUSB0:4')
+    mine = '[ttyUSB0:3]\nrole = dcsource\nname = Wind\n'
+    path = write(tmp_path, mine + '\n' + found + '\n[ttyUSB0:4]\nrole = acload\n')
+    assert map_update.move_meter(path, 'ttyUSB0', 3, 4) == ('ttyUSB0:3', 'ttyUSB0:4')
+    assert read(path) == mine.replace('ttyUSB0:3', 'ttyUSB0:4')
+    # A section of the user's own at the new address is another meter's: refused, untouched.
+    text = mine + '[ttyUSB0:4]\nrole = acload\nname = Fridge\n'
+    path = write(tmp_path, text)
+    with pytest.raises(MapWriteError, match=r'^\[ttyUSB0:4\] on line 4 already names a meter at '
+                                            r'address 4 on ttyUSB0$'):
+        map_update.move_meter(path, 'ttyUSB0', 3, 4)
+    assert read(path) == text
 
 
 def test_the_file_and_its_directory_are_created(tmp_path):
@@ -590,7 +653,7 @@ def test_a_failed_write_leaves_the_original_untouched(tmp_path, monkeypatch, fai
     ('1', {'position': 1}, r'not written: the map would then leave out \[1\]: \[1\] key '
                            r"'position': position applies only to role pvinverter, acload, evcharger, heatpump"),
     ('1', {'position': True}, "position 'True'"),
-    ('ttyUSB0:0', {'role': 'grid'}, r"section \[ttyUSB0:0\]: '0' is not a Modbus address"),
+    ('ttyUSB0:0', {'role': 'grid'}, r'section \[ttyUSB0:0\]: address 0 is out of range'),
     ('bus', {'stopbits': 3}, "stopbits '3': use 1 or 2"),
 ])
 def test_bad_changes_are_refused_and_nothing_written(tmp_path, section, changes, message):

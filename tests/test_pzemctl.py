@@ -1,13 +1,19 @@
 """pzemctl, the commissioning tool, run as a real subprocess against the simulator on a pty."""
+import fcntl
+import os
+import pty
 import re
+import signal
 import stat
+import struct
 import subprocess
 import sys
+import termios
 import time
 
 import pytest
 
-from ctl_helpers import FAST, PZEMCTL, Ctl, one_sentence
+from ctl_helpers import FAST, PZEMCTL, ROOT, Ctl, one_sentence
 from dbus_helpers import connect
 from pzem.busitem import BusItemService
 from pzem.roles import DEFAULT_ROLE
@@ -165,13 +171,14 @@ def test_a_slow_meter_is_found_at_its_own_address_not_taken_for_a_clash(ctl):
 
 # -- set-address -----------------------------------------------------------------------------------
 
+@pytest.mark.pymodbus
 def test_set_address_refuses_an_address_in_use(ctl):
     ctl.start(grid(1), grid(2), wind(3))
     done = ctl.run('set-address', '3', '--from', '1', '--yes', *FAST)
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert one_sentence(done.stderr) == (
         'pzemctl: address 3 is already in use on ttyUSB0 (a meter answers there): pick a free '
-        'one ("pzemctl ttyUSB0 scan" lists the taken ones)')
+        'one ("pzemctl %s scan" lists the taken ones)' % ctl.link)
     assert sorted(m.address for m in ctl.sim.meters) == [1, 2, 3]
 
 
@@ -183,11 +190,17 @@ def test_set_address_on_a_busy_bus_moves_only_that_meter(ctl):
     assert done.returncode == 0, done.stderr
     assert first.address == 5
     assert sorted(m.address for m in ctl.sim.meters) == [2, 3, 5]
+    # The map given (here: not there yet) gets a section for the meter, as the driver adds one.
     assert done.stdout.splitlines() == [
         'the PZEM-016 on ttyUSB0 now answers at address 5 (was 1)',
-        'Put it in the map (%s):' % ctl.map_path,
-        '[5]',
-        'role = acload    # grid | genset | acload | pvinverter | evcharger | heatpump']
+        'the map %s had no section for it: added [ttyUSB0:5] with role acload, which steers '
+        'nothing; give it its role and name there or in the Venus GUI' % ctl.map_path]
+    with open(ctl.map_path) as f:
+        text = f.read()
+    assert re.match(r'# ttyUSB0:5: a PZEM-016 moved here from address 1 on \d{4}-\d\d-\d\d '
+                    r'\d\d:\d\d; no section named it\.\n# Its role steers nothing; set role, name '
+                    r'and the rest here or in the Venus GUI\.\n\[ttyUSB0:5\]\nrole = acload\n$',
+                    text), text
     # It answers at the new address only.
     assert ctl.run('info', '5').stdout.startswith('PZEM-016 (AC) at address 5 on ttyUSB0')
     gone = ctl.run('info', '1', *FAST)
@@ -196,23 +209,64 @@ def test_set_address_on_a_busy_bus_moves_only_that_meter(ctl):
 
 
 @pytest.mark.pymodbus
-def test_set_address_tells_which_map_section_to_rename(ctl):
-    ctl.write_map('[ttyUSB0:1]\nrole = dcsource\n')
-    ctl.start(wind(1))
+def test_set_address_moves_the_meters_map_section_with_it(ctl):
+    ctl.write_map('# my wind charger\n[ttyUSB0:1]   # found by the driver\nrole = dcsource\n'
+                  'monitor_mode = wind\nname = Wind charger\n[2]\nrole = acload\n')
+    ctl.start(wind(1), grid(2))
     done = ctl.run('set-address', '7', '--from', '1', '--yes', *FAST)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[-1] == (
-        'In the map (%s), rename section [ttyUSB0:1] to [ttyUSB0:7].' % ctl.map_path)
+    assert done.stdout.splitlines() == [
+        'the PZEM-017 on ttyUSB0 now answers at address 7 (was 1)',
+        'the map %s follows it: [ttyUSB0:1] is now [ttyUSB0:7]' % ctl.map_path]
+    with open(ctl.map_path) as f:     # only the header line changed
+        assert f.read() == ('# my wind charger\n[ttyUSB0:7]   # found by the driver\n'
+                            'role = dcsource\nmonitor_mode = wind\nname = Wind charger\n'
+                            '[2]\nrole = acload\n')
 
 
-def test_set_address_without_from_uses_0xf8_with_one_meter(ctl):
+@pytest.mark.pymodbus
+def test_set_address_refuses_an_address_another_section_names_before_writing(ctl):
+    text = '[ttyUSB0:1]\nrole = dcsource\n[4]   # the grid meter, off now\nrole = grid\n'
+    ctl.write_map(text)
     meter = wind(1)
     ctl.start(meter)
-    done = ctl.run('set-address', '9', '--addresses', '1-5', '--yes', *FAST)
+    writes = on_write(meter, lambda request, reply: reply)
+    done = ctl.run('set-address', '4', '--from', '1', '--yes', *FAST)
+    assert done.returncode == 2
+    assert one_sentence(done.stderr) == (
+        'pzemctl: the map %s has a section [4] (line 3) for a meter at address 4 on ttyUSB0: '
+        'another meter\'s, which may be off now; pick another address, or remove that section '
+        'first (or, if it was written for this meter, add --keep-map)' % ctl.map_path)
+    assert (meter.address, writes) == (1, [])
+    with open(ctl.map_path) as f:
+        assert f.read() == text
+    # A map written ahead for the new address: --keep-map leaves it to the user.
+    kept = ctl.run('set-address', '4', '--from', '1', '--yes', '--keep-map', *FAST)
+    assert kept.returncode == 0, kept.stderr
+    assert meter.address == 4
+    assert kept.stderr.splitlines()[-1] == (
+        'the map %s was left as it is: [4] (line 3) describes the meter at address 4 now; '
+        '[ttyUSB0:1] (line 1) still names address 1' % ctl.map_path)
+    with open(ctl.map_path) as f:
+        assert f.read() == text
+
+
+@pytest.mark.pymodbus
+def test_set_address_without_from_finds_the_only_meter(ctl):
+    meter = wind(1)
+    ctl.start(meter)
+    done = ctl.run('set-address', '9', '--addresses', '1-5', '--yes', '--keep-map', *FAST)
     assert done.returncode == 0, done.stderr
     assert meter.address == 9
-    assert done.stdout.splitlines()[0] == 'the PZEM-017 on ttyUSB0 now answers at address 9 (was 1)'
-    assert done.stdout.splitlines()[-1] == 'role = dcsource    # dcsource | dcload | dcsystem'
+    assert done.stdout == 'the PZEM-017 on ttyUSB0 now answers at address 9 (was 1)\n'
+    assert done.stderr.splitlines()[-1] == (
+        'no map at %s: the driver adds a section [ttyUSB0:9] for the meter when it finds it'
+        % ctl.map_path)
+    ctl.write_map('[bus]\nscan = yes\n')
+    back = ctl.run('set-address', '1', '--from', '9', '--yes', '--keep-map', *FAST)
+    assert back.stderr.splitlines()[-1] == (
+        'the map %s was left as it is: no section names address 1 on ttyUSB0; the driver adds '
+        '[ttyUSB0:1] when it finds the meter' % ctl.map_path)
 
 
 def test_set_address_without_from_refuses_with_two_meters(ctl):
@@ -233,23 +287,31 @@ def test_set_address_survives_a_lost_echo(ctl):
     assert meter.address == 4
 
 
-def test_set_address_refuses_without_yes_and_without_a_terminal(ctl):
+def test_set_address_refuses_without_yes_and_without_a_terminal_before_any_work(ctl):
     meter = grid(1)
     ctl.start(meter)
     done = ctl.run('set-address', '4', '--from', '1', *FAST)
     assert done.returncode == 2
     assert one_sentence(done.stderr) == (
-        'pzemctl: refusing to give the PZEM-016 at address 1 on ttyUSB0 the address 4 without '
+        'pzemctl: refusing to give the meter at address 1 on ttyUSB0 the address 4 without '
         'confirmation: stdin is not a terminal, so add --yes')
-    assert meter.address == 1
+    # Without --from not even the scan starts (it would take 40 s to end in the same refusal).
+    scan = ctl.run('set-address', '4', *FAST)
+    assert (scan.returncode, scan.stderr) == (2, (
+        'pzemctl: refusing to give the only meter on ttyUSB0 the address 4 without '
+        'confirmation: stdin is not a terminal, so add --yes\n'))
+    assert (meter.address, meter.stats['requests']) == (1, 0)
 
 
+@pytest.mark.pymodbus
 def test_set_address_asks_on_a_terminal(ctl):
+    ctl.write_map('[ttyUSB0:1]\nrole = grid\n')
     meter = grid(1)
     ctl.start(meter)
     no = ctl.run_on_terminal('n', 'set-address', '4', '--from', '1', *FAST)
     assert no.returncode == 1
-    assert 'Give the PZEM-016 at address 1 on ttyUSB0 the address 4? [y/N]' in no.stderr
+    assert ('Give the PZEM-016 at address 1 on ttyUSB0 the address 4 (and in the map, [ttyUSB0:1] '
+            'becomes [ttyUSB0:4])? [y/N]') in no.stderr
     assert no.stderr.splitlines()[-1].endswith(
         'pzemctl: cancelled: nothing was written to the meter')
     assert meter.address == 1
@@ -267,8 +329,29 @@ def test_addresses_out_of_range_are_usage_errors(ctl, args):
     ctl.start(meter)
     done = ctl.run(*args)
     assert done.returncode == 2
-    assert 'is out of range: meters take 1..247' in done.stderr.splitlines()[-1]
+    assert 'meters take 1..247' in done.stderr.splitlines()[-1]
     assert meter.address == 1 and meter.stats['requests'] == 0
+
+
+@pytest.mark.parametrize('text, message', [
+    ('0x02', "'0x02' is hexadecimal: addresses are written in decimal (0x02 is 2)"),
+    ('02', None),
+    ('two', "'two' is not an address: meters take 1..247")])
+def test_addresses_are_written_in_decimal_as_in_the_map(ctl, tmp_path, text, message):
+    ctl.start(grid(2))
+    done = ctl.run('info', text)
+    header = tmp_path / 'header.conf'
+    header.write_text('[ttyUSB0:%s]\nrole = grid\n' % text)
+    checked = ctl.run_raw('check-config', str(header))
+    if message is None:
+        assert done.returncode == 0, done.stderr
+        assert checked.returncode == 0, checked.stdout
+        return
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == 'pzemctl PORT info: error: argument ADDR: ' + message
+    assert checked.returncode == 1
+    assert checked.stdout.splitlines()[0] == '%s:1: [ttyUSB0:%s] %s; section ignored' % (
+        header, text, message)
 
 
 # -- reset-energy, set-alarm, set-range ------------------------------------------------------------
@@ -290,9 +373,9 @@ def test_reset_energy_refuses_without_yes_and_without_a_terminal(ctl):
     done = ctl.run('reset-energy', '1')
     assert done.returncode == 2
     assert one_sentence(done.stderr) == (
-        'pzemctl: refusing to reset the energy counter of the PZEM-016 at address 1 on ttyUSB0 '
-        '(now 12.345 kWh) without confirmation: stdin is not a terminal, so add --yes')
-    assert meter.energy_wh == 12345
+        'pzemctl: refusing to reset the energy counter of the meter at address 1 on ttyUSB0 '
+        'without confirmation: stdin is not a terminal, so add --yes')
+    assert (meter.energy_wh, meter.stats['requests']) == (12345, 0)
 
 
 def test_reset_energy_asks_on_a_terminal(ctl):
@@ -390,8 +473,11 @@ def test_set_range_on_a_pzem017(ctl):
     ctl.start(meter)
     refused = ctl.run('set-range', '3', '200')
     assert refused.returncode == 2 and meter.current_range == 100
-    assert 'refusing to set the shunt range of the PZEM-017 at address 3 on ttyUSB0 to 200 A ' \
-           '(now 100 A) without confirmation' in one_sentence(refused.stderr)
+    assert 'refusing to set the shunt range of the meter at address 3 on ttyUSB0 to 200 A ' \
+           'without confirmation' in one_sentence(refused.stderr)
+    asked = ctl.run_on_terminal('n', 'set-range', '3', '200')
+    assert 'Set the shunt range of the PZEM-017 at address 3 on ttyUSB0 to 200 A (now 100 A)? ' \
+           '[y/N]' in asked.stderr
     done = ctl.run('set-range', '3', '200', '--yes')
     assert done.returncode == 0, done.stderr
     assert meter.current_range == 200
@@ -403,7 +489,7 @@ def test_set_range_refuses_an_ac_meter_and_odd_ranges(ctl):
     meter = grid(1)
     ctl.start(meter, wind(3))
     done = ctl.run('set-range', '1', '200', '--yes')
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert one_sentence(done.stderr) == ('pzemctl: the meter at address 1 is a PZEM-016 (AC): only '
                                          'a PZEM-017 has a shunt range')
     odd = ctl.run('set-range', '3', '150', '--yes')
@@ -991,3 +1077,341 @@ def test_check_config_of_a_device_ends_at_once_with_one_sentence(ctl):
     assert done.stdout == ('/dev/zero: not a regular file (a device, a pipe or a socket), so not '
                            'a map; the map is not used\n')
     assert one_sentence(done.stderr) == 'pzemctl: 1 problem(s) in /dev/zero'
+
+
+# -- check-config: what the map will do ------------------------------------------------------------
+
+def test_check_config_fails_when_a_port_section_hides_keys_of_a_plain_one(ctl, tmp_path):
+    # The issue's trap: the user's [1] is replaced by the section the driver added for the
+    # meter it found, so the meter would be an acload without direction.
+    path = tmp_path / 'shadow.conf'
+    path.write_text('[1]\nrole = grid\nsign = vebus\nname = Grid\n'
+                    '# ttyUSB0:1: a PZEM-016 found on 2026-12-01 15:20 by dbus-pzem\n'
+                    '[ttyUSB0:1]\nrole = acload\n')
+    done = ctl.run_raw('check-config', str(path))
+    assert done.returncode == 1
+    assert done.stdout.splitlines()[0] == (
+        '%s:6: [ttyUSB0:1] replaces [1] (line 1) on ttyUSB0 as a whole: the sign, name of [1] '
+        'do not apply there; add them to [ttyUSB0:1], or remove [ttyUSB0:1] to use [1]' % path)
+    assert one_sentence(done.stderr) == 'pzemctl: 1 problem(s) in %s' % path
+
+
+def test_check_config_notes_a_port_in_the_wrong_case(ctl, tmp_path):
+    path = tmp_path / 'case.conf'
+    path.write_text('[ttyUSB0:1]\nrole = acload\n[ttyusb0:2]\nrole = acload\n')
+    done = ctl.run('check-config', str(path))       # the port given is one that is seen
+    assert done.returncode == 0, done.stdout
+    assert done.stdout.splitlines() == [
+        'note: [ttyusb0:2] (line 3): no port is called ttyusb0, so it applies nowhere; port '
+        'names are case-sensitive: did you mean [ttyUSB0:2]?',
+        '%s: no problems' % path]
+    # A port the machine has not seen at all (no adapter, no dbus-pzem run on it).
+    alone = ctl.run_raw('check-config', str(path))
+    assert alone.stdout.splitlines()[0] == (
+        'note: [ttyUSB0:1] (line 1): no port ttyUSB0 is here now (not in /dev, and dbus-pzem '
+        'has not run on one): it applies once an adapter shows up as ttyUSB0')
+    # One that serial-starter runs dbus-pzem on counts as seen.
+    os.makedirs(os.path.join(ctl.tmp, 'service', 'dbus-pzem.ttyUSB0'))
+    seen = ctl.run_raw('check-config', str(path))
+    assert seen.stdout.splitlines()[0].endswith('did you mean [ttyUSB0:2]?')
+    assert 'ttyUSB0 is here now' not in seen.stdout
+
+
+def test_check_config_notes_a_hash_that_cut_a_name(ctl, tmp_path):
+    path = tmp_path / 'hash.conf'
+    path.write_text('[2]\nrole = acload\nname = Pump #2\n[3]\nrole = acload\n'
+                    'name = Fridge   # in the kitchen\n[4]\nname = "Pump #4"\n')
+    done = ctl.run_raw('check-config', str(path))
+    assert done.returncode == 0
+    assert done.stdout.splitlines() == [
+        'note: [2] (line 3): the name is \'Pump\': \'#2\' is a comment; to keep it in the name, '
+        'quote it: name = "Pump #2"',
+        '%s: no problems' % path]
+
+
+def test_check_config_of_a_missing_file_says_so(ctl, tmp_path):
+    missing = tmp_path / 'nonexist.conf'
+    done = ctl.run_raw('check-config', str(missing))
+    assert done.returncode == 1
+    assert done.stdout == ('%s: no such file (without a map the driver publishes the meters it '
+                           'finds with roles that steer nothing)\n' % missing)
+    assert one_sentence(done.stderr) == 'pzemctl: 1 problem(s) in %s' % missing
+
+
+def test_check_config_takes_one_map(ctl, tmp_path):
+    done = ctl.run_raw('check-config', '--config', str(tmp_path / 'a.conf'),
+                       str(tmp_path / 'b.conf'))
+    assert done.returncode == 2
+    assert one_sentence(done.stderr) == (
+        'pzemctl: check-config takes one map: give FILE or --config, not both (%s, %s)'
+        % (tmp_path / 'b.conf', tmp_path / 'a.conf'))
+
+
+def test_monitor_says_when_its_map_does_not_exist(ctl, tmp_path):
+    ctl.start(grid(1))
+    done = ctl.run('monitor', '--count', '1', '--addresses', '1-2', '--config',
+                   str(tmp_path / 'nonexist.conf'), *FAST)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines()[0] == 'the map %s does not exist: scanning' % (
+        tmp_path / 'nonexist.conf')
+
+
+def test_monitor_shows_the_meter_of_a_broken_section_with_the_safe_default_role(ctl):
+    ctl.write_map('[1]\nrole = gird\nname = Grid\n')
+    ctl.start(grid(1))
+    done = ctl.run('monitor', '--count', '1')
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines()[0] == (
+        'the map %s has 1 problem(s): "pzemctl check-config %s" lists them'
+        % (ctl.map_path, ctl.map_path))
+    rows = [' '.join(line.split()) for line in done.stdout.splitlines()[2:]]
+    assert rows[1].startswith('1 PZEM-016 acload 231.4 V')
+
+
+# -- pzemctl on a terminal: 80x24 and wider --------------------------------------------------------
+
+def on_terminal(ctl, columns, rows, *args):
+    """pzemctl ARGS with stdout on a pseudo-terminal of that size; returns (code, its lines)."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack('HHHH', rows, columns, 0, 0))
+    attrs = termios.tcgetattr(slave)
+    attrs[1] &= ~termios.ONLCR          # the lines as written, without \r
+    termios.tcsetattr(slave, termios.TCSANOW, attrs)
+    proc = subprocess.Popen([sys.executable, PZEMCTL, ctl.link] + list(args) +
+                            ['--config', ctl.map_path], stdin=subprocess.DEVNULL, stdout=slave,
+                            stderr=subprocess.PIPE, env=ctl.env)
+    os.close(slave)
+    out = b''
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:                 # EIO: the process closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    code = proc.wait(60)
+    os.close(master)
+    return code, out.decode().splitlines()
+
+
+WIDE_MAP = MAP_WITH_GROUP.replace('name = House', 'name = House supply, all phases') + \
+    '[5]\nrole = acload\nname = MultiPlus AC out\n'
+
+
+def test_monitor_fits_80_columns_and_uses_132(ctl):
+    ctl.write_map(WIDE_MAP)
+    ctl.start(grid(1, power=100.0), grid(2, power=200.0), grid(3, power=300.0),
+              wind(4, voltage=58.44, current=100.5, power=5873.2, energy_wh=9999999), grid(5))
+    code, lines = on_terminal(ctl, 80, 24, 'monitor', '--count', '1')
+    assert code == 0
+    assert max(len(line) for line in lines) <= 80, '\n'.join(lines)
+    rows = [' '.join(line.split()) for line in lines[2:]]
+    assert rows[:3] == [
+        'ADDR METER ROLE NAME V A W kWh PF ALARM',
+        '1,2,3 016x3 grid House supply, all~ 600.0 37.035 0.45',     # a long name is cut
+        'L1 1 016 231.4 1.900 100.0 12.345 0.95 -']
+    assert rows[5:7] == ['4 017 dcsource Wind 58.44 100.50 5873.2 9999.999 -',
+                         '5 016 acload MultiPlus AC out 231.4 1.900 420.0 12.345 0.95 -']
+    code, lines = on_terminal(ctl, 132, 24, 'monitor', '--count', '1')
+    assert code == 0
+    assert 80 < max(len(line) for line in lines) <= 132
+    rows = [' '.join(line.split()) for line in lines[2:]]
+    assert rows[:2] == [
+        'ADDR METER ROLE NAME VOLTAGE CURRENT POWER ENERGY FREQ PF ALARM',
+        '1,2,3 PZEM-016 3-phase grid House supply, all phases 600.0 W 37.035 kWh 0.45']
+    assert rows[5:7] == ['4 PZEM-017 dcsource Wind 58.44 V 100.50 A 5873.2 W 9999.999 kWh -',
+                         '5 PZEM-016 acload MultiPlus AC out 231.4 V 1.900 A 420.0 W 12.345 kWh '
+                         '49.9 Hz 0.95 -']
+
+
+def test_a_live_monitor_fits_the_height_of_the_terminal(ctl):
+    ctl.write_map(''.join('[%d]\nrole = acload\n' % a for a in range(1, 31)))
+    ctl.start(*[grid(a) for a in range(1, 31)])
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack('HHHH', 24, 80, 0, 0))
+    proc = subprocess.Popen([sys.executable, PZEMCTL, ctl.link, 'monitor', '--config',
+                             ctl.map_path, '--interval', '60'], stdin=subprocess.DEVNULL,
+                            stdout=slave, stderr=subprocess.PIPE, env=ctl.env)
+    os.close(slave)
+    out = b''
+    try:
+        while b'more line(s)' not in out:
+            out += os.read(master, 65536)
+    finally:
+        proc.send_signal(signal.SIGINT)         # Ctrl-C ends a monitor: exit 0
+        assert proc.wait(30) == 0
+        os.close(master)
+    screen = out.decode().split('\x1b[H')[-1].split('\x1b[J')[0]
+    lines = [line.replace('\x1b[K', '') for line in screen.split('\r\n') if line]
+    assert len(lines) == 23
+    assert lines[-1] == '(11 more line(s): a taller terminal shows them)'
+
+
+# -- the command line: hints, help, rounding, what is missing --------------------------------------
+
+@pytest.mark.parametrize('args, sentence', [
+    (('chek-config',), "unknown command 'chek-config' (did you mean 'check-config'?); pzemctl "
+                       "--help lists them"),
+    (('ttyUSB0', 'sacn'), "unknown command 'sacn' (did you mean 'scan'?); pzemctl --help lists "
+                          "them"),
+    (('scan', 'ttyUSB0', '--addresses', '1-5'),
+     'the port comes before the command: pzemctl ttyUSB0 scan --addresses 1-5'),
+    (('set-address', '3'), 'give the port before the command: pzemctl PORT set-address 3 (e.g. '
+                           'pzemctl ttyUSB0 set-address)'),
+    (('scan',), 'give the port before the command: pzemctl PORT scan (e.g. pzemctl ttyUSB0 '
+                'scan)'),
+])
+def test_a_typo_or_a_swapped_order_gets_a_hint(ctl, args, sentence):
+    done = subprocess.run([sys.executable, PZEMCTL] + list(args), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, env=ctl.env)
+    assert done.returncode == 2
+    assert done.stderr == 'pzemctl: %s\n' % sentence
+
+
+def test_each_command_shows_only_its_own_options(ctl):
+    def options(*args):
+        text = ctl.run_raw('ttyUSB0', *args, '--help').stdout
+        return set(re.findall(r'(?<![\w-])--[a-z-]+', text)) - {'--help'}
+    assert options('pin') == options('unpin') == options('status') == set()
+    assert options('check-config') == {'--config'}
+    assert options('reset-energy') == {'--config', '--stopbits', '--timeout', '--yes'}
+    assert options('scan') == {'--config', '--stopbits', '--timeout', '--addresses',
+                               '--scan-timeout', '--yes'}
+    assert options('set-address') == options('scan') | {'--from', '--keep-map'}
+    helped = ctl.run_raw('ttyUSB0', 'set-address', '--help').stdout
+    assert 'NEW               the new Modbus address (1..247), free on the bus and in' in helped
+    info = ctl.run_raw('ttyUSB0', 'info', '--help').stdout
+    assert 'ADDR              its Modbus address (default: the only meter on the port,' in info
+
+
+@pytest.mark.pymodbus
+def test_a_rounded_value_is_said(ctl):
+    ac, dc = grid(1), wind(3)
+    ctl.start(ac, dc)
+    done = ctl.run('set-alarm', '1', '--power', '2.5', '--yes')
+    assert done.returncode == 0, done.stderr
+    assert 'the meter takes whole watts: --power 2.5 is written as 2 W' in done.stderr
+    assert ac.power_alarm_w == 2 and done.stdout.endswith('power alarm above        2 W\n')
+    done = ctl.run('set-alarm', '3', '--high', '58.456', '--low', '10.5', '--yes')
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == 'the meter takes steps of 0.01 V: --high 58.456 is written as 58.46 V\n'
+    assert (dc.high_alarm_v, dc.low_alarm_v) == (58.46, 10.5)
+
+
+@pytest.mark.parametrize('args', [('set-address', '5', '--from', '1', '--yes'),
+                                  ('set-address', '5', '--yes'),
+                                  ('set-alarm', '1', '--power', '100', '--yes'),
+                                  ('set-range', '1', '200', '--yes')])
+def test_a_write_on_a_python_without_pymodbus_says_what_is_missing_before_the_work(ctl, args):
+    meter = grid(1)
+    ctl.start(meter)
+    # -S: the same python without its site-packages, so without pymodbus (and pzemctl needs
+    # nothing else from there)
+    command = [sys.executable, '-S', PZEMCTL, ctl.link] + list(args) + ['--config', ctl.map_path]
+    done = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, env=ctl.env,
+                          timeout=60)
+    assert done.returncode == 1
+    assert done.stderr == (
+        'pzemctl: writing a meter\'s registers needs the Python package pymodbus, which %s does '
+        'not have: on Venus OS it comes with the firmware; elsewhere install it (pip install '
+        '"pymodbus<4"), or run pzemctl with a python that has it\n' % sys.executable)
+    assert meter.stats['requests'] == 0
+    # what needs no pymodbus still works there
+    info = subprocess.run(command[:4] + ['info', '1', '--config', ctl.map_path],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, env=ctl.env, timeout=60)
+    assert info.returncode == 0, info.stderr
+
+
+def test_a_port_with_a_trailing_slash_is_that_port(ctl):
+    ctl.start(grid(1))
+    done = ctl.run_raw(ctl.link + '/', 'info', '1', '--config', ctl.map_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith('PZEM-016 (AC) at address 1 on ttyUSB0\n')
+
+
+# -- scan: what is counted -------------------------------------------------------------------------
+
+def test_garbled_addresses_are_not_counted_as_meters_and_fail_the_scan(ctl):
+    ctl.start(grid(1), grid(1, voltage=229.0), wind(3))      # two meters at address 1
+    done = ctl.run('scan', '--addresses', '1-4', *FAST)
+    assert done.returncode == 1
+    assert done.stdout.splitlines()[:2] == [
+        '  1  ?         garbled replies: two meters at this address, or bad wiring',
+        '  3  PZEM-017  13.44 V  0.10 A  1.3 W  0.002 kWh']
+    assert done.stdout.splitlines()[2].startswith(
+        '1 meter(s) on ttyUSB0; addresses 1..4 scanned in ')
+    assert one_sentence(done.stderr) == ('pzemctl: garbled replies at address 1: two meters share '
+                                         'an address, or the wiring is bad')
+
+
+def test_ctrl_c_during_a_scan_keeps_what_was_found(ctl):
+    meters = [grid(1), wind(3)]
+    ctl.start(*meters)
+    proc = subprocess.Popen([sys.executable, PZEMCTL, ctl.link, 'scan', '--config', ctl.map_path,
+                             '--scan-timeout', '0.01'], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            universal_newlines=True, env=ctl.env)
+    progress = proc.stderr.readline()       # after 50 addresses: both meters are behind it
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert progress.startswith('scanning ttyUSB0 50/247, 2 found'), progress + err
+    assert proc.returncode == 1
+    lines = out.splitlines()
+    assert [line[:13] for line in lines[:2]] == ['  1  PZEM-016', '  3  PZEM-017']
+    asked = int(re.match(r'2 meter\(s\) on ttyUSB0; addresses 1\.\.(\d+) of 1\.\.247 scanned in ',
+                         lines[2]).group(1))
+    assert 50 <= asked < 247
+    assert one_sentence(err) == 'pzemctl: interrupted: addresses %d..247 were not scanned' % (
+        asked + 1)
+
+
+# -- exit codes: the README's table, run -----------------------------------------------------------
+
+def readme_exit_codes():
+    """[(code, command)] from the README's exit-code table: each `pzemctl ...` of a row."""
+    with open(os.path.join(ROOT, 'README.md')) as f:
+        text = f.read()
+    table = text[text.index('| exit | means | for example |'):].split('\n\n', 1)[0]
+    rows = [row for row in table.splitlines()[2:] if row.startswith('|')]
+    found = []
+    for row in rows:
+        code = int(row.split('|')[1])
+        commands = re.findall(r'`(pzemctl [^`]+)`', row)
+        assert commands, row
+        found += [(code, command) for command in commands]
+    assert sorted({code for code, _ in found}) == [0, 1, 2]
+    return found
+
+
+@pytest.mark.pymodbus
+@pytest.mark.parametrize('code, command', readme_exit_codes())
+def test_exit_codes_follow_the_readmes_table(tmp_path, code, command):
+    """Each example runs on the README's plan: PZEM-016 at 1 and 2, PZEM-017 at 3, on ttyUSB0
+    (the simulator's link in its place), without a terminal."""
+    ctl = Ctl(tmp_path)
+    ctl.start(grid(1), grid(2), wind(3))
+    try:
+        words = command.split()[1:]
+        words = [ctl.link if w == 'ttyUSB0' else w for w in words]
+        if words[0] == ctl.link:
+            words += ['--config', ctl.map_path] + list(FAST)
+        done = subprocess.run([sys.executable, PZEMCTL] + words, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              universal_newlines=True, env=ctl.env, timeout=60)
+    finally:
+        ctl.stop()
+    assert done.returncode == code, done.stderr
+    if code:
+        assert done.stderr.splitlines()[-1].startswith('pzemctl'), done.stderr
+
+
+def test_the_port_holder_is_named_with_its_whole_command_line():
+    from pzem.ctl.port_lease import is_driver, program
+    argv = ['/usr/bin/python3', '-u', '/opt/pzem/dbus-pzem', '--config', 'live.conf', 'ttyUSB0']
+    assert program(argv) == ['dbus-pzem', '--config', 'live.conf', 'ttyUSB0']
+    assert is_driver(argv) and not is_driver(['python3', '-u', '/usr/bin/gps_dbus', 'dbus-pzem'])
+    assert program(['/opt/victronenergy/gps-dbus/gps_dbus', '-s', '/dev/ttyUSB0']) == [
+        'gps_dbus', '-s', '/dev/ttyUSB0']

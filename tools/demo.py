@@ -11,7 +11,8 @@ What it shows
   under /Pzem/Errors (NoReply, BadFrame, Exception, Implausible); and the last
   faults. Loads change slowly. Every --fault-every seconds one meter
   misbehaves (a bad CRC, no reply, impossible values, an exception reply) and
-  its error count goes up; a meter that misses a few polls shows as lost.
+  its error count goes up; a meter that misses a few polls shows as lost (a
+  meter not read yet, in the first seconds, as wait).
 
 Options
   --seconds N       end after N seconds (default: run until q or Ctrl-C)
@@ -72,6 +73,11 @@ phase = L3
 
 VEBUS = 'com.victronenergy.vebus.demo'     # a MultiPlus stand-in (tests/fake_vebus.py)
 MULTI_EVERY = 30.0      # the stand-in Multi takes from the grid, then feeds back, in turn
+# What the screen says when the Multi turns around (feeding back or not): each event line,
+# with its time in front, fits the 80 columns of the live view.
+MULTI_EVENTS = {True: 'Multi feeds back (-800 W): MultiPlus AC in negative, kWh to "back"',
+                False: 'Multi takes from the grid again: MultiPlus AC in positive'}
+EVENT_TIME = '%H:%M:%S '
 
 # (address, fault, requests, what it looks like): one after the other, round and round
 FAULTS = [
@@ -183,6 +189,7 @@ class Screen:
         self.fault_due = self.start + args.fault_every / 2 if args.fault_every else None
         self.multi_due = self.start + MULTI_EVERY / 2
         self.multi_feeds_back = False
+        self.seen = set()       # the meters seen connected: 'lost' only for those
         self.live = sys.stdout.isatty()
         self.keys = sys.stdin.isatty() and self.live
 
@@ -195,7 +202,7 @@ class Screen:
                 now = time.monotonic()
                 if self.driver.poll() is not None:
                     self.say('the driver exited with status %d' % self.driver.returncode)
-                    self.draw(venus_view.render(venus_view.read_meters(self.bus)))
+                    self.draw(self.view())
                     return 1
                 if self.fault_due is not None and now >= self.fault_due:
                     self.fault()
@@ -203,7 +210,7 @@ class Screen:
                 if now >= self.multi_due:
                     self.multi()
                     self.multi_due = now + MULTI_EVERY
-                self.draw(venus_view.render(venus_view.read_meters(self.bus)))
+                self.draw(self.view())
                 if end and now >= end:
                     return 0
                 pause = 1.0 if self.live else PLAIN_EVERY
@@ -216,6 +223,10 @@ class Screen:
                     self.fault()
         finally:
             self._keys_off(saved)
+
+    def view(self):
+        import venus_view
+        return venus_view.render(venus_view.read_meters(self.bus), self.seen)
 
     def fault(self):
         address, kind, count, text = FAULTS[self.next_fault % len(FAULTS)]
@@ -233,13 +244,10 @@ class Screen:
                                    'SetValue', 'v', [dbus.Double(power)], timeout=2.0)
         except dbus.DBusException:
             return
-        self.say('Multi %s: MultiPlus AC in %s' % (
-            'feeds back (VE.Bus L1 -800 W)' if self.multi_feeds_back else
-            'takes from the grid again', 'negative, kWh to "back"' if self.multi_feeds_back
-            else 'positive'))
+        self.say(MULTI_EVENTS[self.multi_feeds_back])
 
     def say(self, text):
-        self.events.append(time.strftime('%H:%M:%S ') + text)
+        self.events.append(time.strftime(EVENT_TIME) + text)
         del self.events[:-3]
         if not self.live:
             print('demo: ' + self.events[-1], flush=True)

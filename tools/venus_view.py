@@ -54,8 +54,12 @@ def number(value, decimals, column):
     return text
 
 
-def render(meters):
-    """The view as lines of at most WIDTH characters."""
+def render(meters, seen=None):
+    """The view as lines of at most WIDTH characters.
+
+    `seen`: the services seen connected so far, kept by the caller from one refresh to the next
+    (updated here). /Connected 0 then shows as 'lost' for a service seen connected before and
+    'wait' for one not read yet; without `seen` (one snapshot), as 'no'."""
     if not meters:
         return ['(no com.victronenergy meter on the bus yet)']
     lines = [HEADER]
@@ -64,7 +68,7 @@ def render(meters):
         if items is None:
             lines.append(('%s: %s' % (name, problem))[:WIDTH])
             continue
-        lines.extend(meter_rows(name, items))
+        lines.extend(meter_rows(name, items, link(name, items.get('/Connected'), seen)))
         label = (items.get('/CustomName') or name.split('.')[-1])[:15]
         counts = [items.get('/Pzem/Errors/' + e) for e in ERRORS]
         errors.append(ERROR_ROW.format(label, *('%d' % c if isinstance(c, int) else '-'
@@ -72,11 +76,23 @@ def render(meters):
     return lines + [''] + errors
 
 
-def meter_rows(name, items):
+def link(name, connected, seen):
+    """'ok', or for a service not connected 'lost' / 'wait' / 'no' (see render)."""
+    if connected == 1:
+        if seen is not None:
+            seen.add(name)
+        return 'ok'
+    if connected != 0:
+        return '?'
+    if seen is None:
+        return 'no'
+    return 'lost' if name in seen else 'wait'
+
+
+def meter_rows(name, items, link):
     get = items.get
     label = (get('/CustomName') or name.split('.')[-1])[:15]
     role = name.split('.')[2] if name.count('.') >= 3 else '?'
-    link = {1: 'ok', 0: 'lost'}.get(get('/Connected'), '?')
     if '/Dc/0/Voltage' in items:
         energy = get('/History/EnergyOut', get('/History/EnergyIn'))
         return [ROW.format(label, role, link, number(get('/Dc/0/Power'), 1, 'P'),
@@ -113,8 +129,9 @@ def main():
     import dbus
     bus = dbus.SystemBus()
     end = time.monotonic() + args.seconds if args.seconds else None
+    seen = None if args.once else set()
     while True:
-        lines = render(read_meters(bus))
+        lines = render(read_meters(bus), seen)
         if args.once or not sys.stdout.isatty():
             print('\n'.join(lines) + '\n', flush=True)
         else:

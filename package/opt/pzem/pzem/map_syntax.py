@@ -92,8 +92,8 @@ def section_ident(header):
     if first.lower() == 'bus':
         return ('bus', _port(rest) if colon else None)
     if colon:
-        return ('meter', _port(first), _address(rest))
-    return ('meter', None, _address(first))
+        return ('meter', _port(first), address(rest))
+    return ('meter', None, address(first))
 
 
 def header_ident(line):
@@ -121,10 +121,22 @@ def _port(text):
     return text
 
 
-def _address(text):
-    if not re.match('[0-9]+$', text) or not MIN_ADDRESS <= int(text) <= MAX_ADDRESS:
-        raise Bad('%s is not a Modbus address (%d..%d)' % (show(text), MIN_ADDRESS, MAX_ADDRESS))
-    return int(text)
+def address(text):
+    """A meter's Modbus address as the map, pzemctl's command line and the log write it:
+    decimal (leading zeros are fine), MIN_ADDRESS..MAX_ADDRESS. Bad says what is wrong, and
+    what a hexadecimal address is in decimal."""
+    text = text.strip()
+    span = 'meters take %d..%d' % (MIN_ADDRESS, MAX_ADDRESS)
+    if re.match('[0-9]+$', text):
+        if MIN_ADDRESS <= int(text) <= MAX_ADDRESS:
+            return int(text)
+        raise Bad('address %s is out of range: %s' % (show(text, quote=False), span))
+    if re.match('0[xX][0-9a-fA-F]+$', text):
+        value = int(text, 16)
+        raise Bad('%s is hexadecimal: addresses are written in decimal (%s is %d%s)' % (
+            show(text), text, value, '' if MIN_ADDRESS <= value <= MAX_ADDRESS else
+            ', out of range: %s' % span))
+    raise Bad('%s is not an address: %s' % (show(text), span))
 
 
 # -- values: each parser takes the text as written ------------------------------------------------

@@ -1,8 +1,9 @@
-"""Writing the meter map back: update() and update_many().
+"""Writing the meter map back: update(), update_many() and move_meter().
 
-Writing changes only the lines it must, keeps every comment, and replaces the file atomically.
-Each value is checked as meter_map reads it, and the new text is read back with meter_map's
-parser: a change that would leave a section out is refused.
+Writing changes only the lines it must, keeps every comment, and replaces the file atomically,
+one writer at a time (every port's driver and pzemctl may write the same map). Each value is
+checked as meter_map reads it, and the new text is read back with meter_map's parser: a change
+that would leave a section out is refused.
 """
 import contextlib
 import fcntl
@@ -11,7 +12,7 @@ import re
 import stat
 import tempfile
 
-from . import map_syntax, roles
+from . import map_syntax, roles, tty
 from .map_syntax import (BUS_KEYS, COMMENT, METER_KEYS, Bad, Changed, header_ident, section_ident,
                          section_text, show, split_key_line)
 from .meter_map import parse
@@ -33,9 +34,12 @@ def update_many(path, changes_by_section, comments=None):
 
     A value replaces the old one in place (an inline comment stays); a new key goes after the
     section's last key line; a missing section is appended at the end of the file, which is
-    created if needed, after its `comments` ({section: [comment lines]}) if given. An old role
-    name (inverter0) is written as the role plus its position, and name '' removes the name.
-    A change that would leave a section out is refused.
+    created if needed. A section given `comments` ({section: [comment lines]}) is a new one, for
+    a meter no section named: it is appended after its comments only while no section names
+    that meter yet (its [PORT:N] or a plain [N]); once one does, its changes are not written,
+    so a meter found twice, or moved here meanwhile (move_meter), keeps the section it has.
+    An old role name (inverter0) is written as the role plus its position, and name ''
+    removes the name. A change that would leave a section out is refused.
     """
     notes = {}
     for section, lines in (comments or {}).items():
@@ -57,7 +61,9 @@ def update_many(path, changes_by_section, comments=None):
             bom = '\ufeff' if old.startswith('\ufeff') else ''
             lines = old[len(bom):].split('\n')
             for ident, pairs in settings:
-                if ident in notes and _section_span(lines, ident) is None:
+                if ident in notes:
+                    if _names_meter(lines, ident):
+                        continue
                     lines = _append_section(lines, ident, notes[ident])
                 for key, text in pairs:
                     lines = _set_key(lines, ident, key, text)
@@ -69,6 +75,79 @@ def update_many(path, changes_by_section, comments=None):
     except OSError as e:
         raise MapWriteError('cannot write %s: %s' % (path, e.strerror or e))
     return True
+
+
+def move_meter(path, port, old, new):
+    """The map follows a meter from address `old` to `new` on `port`, in one atomic replace.
+
+    The section that describes it there (its [PORT:old], else the plain [old]) gets the header
+    of the new address in the same form ([PORT:new] or [new], so a group's members stay
+    alike); its keys, group membership, comments and place in the file stay. A [PORT:new] that
+    the driver added for the meter it found at the new address meanwhile (a role that steers
+    nothing and nothing else) goes, with the comment lines above it. Returns (old header, new
+    header) as written, or None when no section names the meter (the file is not touched).
+    Raises MapWriteError, the file untouched, when another section names `new` on `port` or
+    the moved section would be left out.
+    """
+    port = tty.name(port)
+    path = os.path.realpath(path)
+    try:
+        with _locked(os.path.dirname(path)):
+            old_text = _read_for_update(path)
+            before = parse(old_text, path)
+            found = before.section_for(port, old)
+            if found is None:
+                return None
+            ident = section_ident(found[0])
+            target = (ident[0], ident[1], new)
+            bom = '\ufeff' if old_text.startswith('\ufeff') else ''
+            lines = old_text[len(bom):].split('\n')
+            for there in (('meter', port, new), ('meter', None, new)):
+                span = _section_span(lines, there)
+                if span is None:
+                    continue
+                if there[1] is None or not _found_only(lines, span):
+                    raise MapWriteError('[%s] on line %d already names a meter at address %d on '
+                                        '%s' % (section_text(there), span[0] + 1, new, port))
+                lines = _remove_section(lines, span)
+            start, _ = _section_span(lines, ident)
+            lines[start] = re.sub(r'\[[^\]]*\]', '[%s]' % section_text(target), lines[start],
+                                  count=1)
+            new_text = bom + '\n'.join(lines)
+            after = parse(new_text, path)
+            if target in after.left_out and ident not in before.left_out:
+                raise MapWriteError('not written: the map would then leave out [%s]: %s' % (
+                    section_text(target), ' | '.join(after.problems)))
+            _write_atomic(path, new_text.encode('utf-8'))
+    except OSError as e:
+        raise MapWriteError('cannot write %s: %s' % (path, e.strerror or e))
+    return found[0], section_text(target)
+
+
+def _names_meter(lines, ident):
+    """True when a section names the meter of `ident`: itself, or for [PORT:N] a plain [N]."""
+    return _section_span(lines, ident) is not None or (
+        ident[0] == 'meter' and _section_span(lines, ('meter', None, ident[2])) is not None)
+
+
+def _found_only(lines, span):
+    """True for a section as the driver adds it for a meter it found: a role that steers
+    nothing, and no other key."""
+    keys = [split_key_line(line) for line in lines[span[0] + 1:span[1]]
+            if not map_syntax.is_blank_or_comment(line)]
+    return len(keys) == 1 and keys[0] is not None and keys[0][0].lower() == 'role' and \
+        keys[0][3].lower() in roles.DEFAULT_ROLE.values()
+
+
+def _remove_section(lines, span):
+    """lines without the section at `span`, the comment lines right above its header and the
+    blank line before those (what the driver wrote with it)."""
+    start, end = span
+    while start > 0 and lines[start - 1].strip()[:1] in ('#', ';'):
+        start -= 1
+    if start > 0 and not lines[start - 1].strip():
+        start -= 1
+    return lines[:start] + ([''] if end == len(lines) else lines[end:])
 
 
 def _settings(ident, changes):

@@ -6,8 +6,10 @@ uses the map (the driver, its poller and publisher, pzemctl) works from MeterSpe
 syntax is map_syntax's, writing it back is map_update's.
 
 Reading never raises. Every problem becomes one line "FILE:LINE: [section] key 'x': message" in
-MeterMap.problems; a section with a bad value is left out as a whole (a role is never guessed)
-and the rest of the map works. Resolution rules:
+MeterMap.problems; a meter section with a bad value is left out as a whole (a role is never
+guessed): its meter gets the safe default role of its detected family, like a meter the map does
+not name, and nothing else from the section. The rest of the map works. What is not a problem but
+may surprise (a '#' that ended a name early) is a note in MeterMap.notes. Resolution rules:
 - `[N]` applies on every port, `[PORT:N]` on that port only, where it replaces `[N]` as a
   whole. `[bus]` and `[bus:PORT]` hold serial settings; `[bus:PORT]` overrides them key by key.
 - A meter section without a role gets the detected model's default role (role None).
@@ -18,6 +20,7 @@ and the rest of the map works. Resolution rules:
 import collections
 import errno
 import os
+import re
 import stat
 from collections import namedtuple
 
@@ -77,14 +80,22 @@ class MeterMap:
         self.source = source
         self.readable = True    # False: the file exists but could not be read as a map
         self._found = []        # (line, problem line, whether something was left out)
-        self._meters = {}       # (port or None, address) -> MeterSpec, or None if left out
+        self._meters = {}       # (port or None, address) -> MeterSpec (default if left out)
+        self._sections = {}     # (port or None, address) -> _Section, used or left out
         self._bus = {}          # port or None -> {key: value}
+        self._notes = []        # (line, note)
+        self._port_sections = []    # every readable section written for one port
         self.left_out = set()   # identities of sections that are present but not used
 
     @property
     def problems(self):
         """One line per problem, in file order: "FILE:LINE: [section] key 'x': message"."""
         return [text for _, text, _ in sorted(self._found, key=lambda found: found[0])]
+
+    @property
+    def notes(self):
+        """What is read differently from what it may look like (not a problem), in file order."""
+        return [text for _, text in sorted(self._notes, key=lambda note: note[0])]
 
     @property
     def broken(self):
@@ -115,8 +126,34 @@ class MeterMap:
 
     def mentions(self, port, address):
         """True if a meter section for `address` applies on `port`, used or left out."""
+        return self.section_for(port, address) is not None
+
+    def section_for(self, port, address):
+        """(header as written, line) of the meter section that applies to `address` on `port`
+        (its own [PORT:N] first, else [N]), used or left out; None when no section names it."""
         port = tty.name(port)
-        return (port, address) in self._meters or (None, address) in self._meters
+        section = self._sections.get((port, address)) or self._sections.get((None, address))
+        return None if section is None else (section.header, section.line)
+
+    def ports(self):
+        """{port: [(header, line), ...]} of every section written for one port."""
+        found = collections.OrderedDict()
+        for section in sorted(self._port_sections, key=lambda s: s.line):
+            found.setdefault(section.ident[1], []).append((section.header, section.line))
+        return found
+
+    def shadowed(self):
+        """[(port section, plain section, keys)] for each [PORT:N] that replaces an [N] on its
+        port; each section as (header, line), `keys` those the plain section sets and the port
+        section does not (they do not apply on that port)."""
+        found = []
+        for (port, address), section in sorted(self._sections.items(),
+                                               key=lambda item: item[1].line):
+            plain = self._sections.get((None, address)) if port is not None else None
+            if plain is not None:
+                keys = [k for k in plain.values if k not in section.values]
+                found.append(((section.header, section.line), (plain.header, plain.line), keys))
+        return found
 
     def bus_options(self, port):
         """Serial and scan settings given for `port`: only the keys that were set, parsed."""
@@ -230,7 +267,7 @@ def _read_sections(lines, the_map):
         elif split is None:
             _fail(the_map, current, number, None, "%s is not 'key = value'" % show(stripped))
         else:
-            _read_value(the_map, current, number, split[0], split[3])
+            _read_value(the_map, current, number, split[0], split[3], line[split[2]:])
     return sections
 
 
@@ -254,12 +291,17 @@ def _start_section(stripped, number, seen, the_map):
         the_map._add(number, 'the same section as [%s] on line %d; this one is ignored'
                      % (first.header, first.line), show(header, quote=False))
         section.skip = True
-    else:
-        seen[ident] = section
+        return section
+    seen[ident] = section
+    if ident[0] == 'meter':
+        the_map._sections[ident[1:]] = section
+    if ident[1] is not None:
+        the_map._port_sections.append(section)
     return section
 
 
-def _read_value(the_map, section, number, key_as_written, text):
+def _read_value(the_map, section, number, key_as_written, text, after):
+    """One 'key = value' line; `after` is what follows the value on the line (a comment)."""
     key = key_as_written.lower()
     kind = section.ident[0]
     known = map_syntax.METER_KEYS if kind == 'meter' else map_syntax.BUS_KEYS
@@ -273,6 +315,11 @@ def _read_value(the_map, section, number, key_as_written, text):
         _fail(the_map, section, number, key, 'given twice (also on line %d)'
               % section.values[key][1])
         return
+    if key == 'name' and _CUT_AT_COMMENT.match(after):
+        the_map._notes.append((number, "[%s] (line %d): the name is %s: '%s' is a comment; to "
+                               'keep it in the name, quote it: name = "%s%s"' % (
+                                   section.header, number, show(text), show(after.strip(), False),
+                                   text, after.rstrip())))
     try:
         if text == '' and key != 'name':
             raise Bad('no value given')
@@ -284,9 +331,20 @@ def _read_value(the_map, section, number, key_as_written, text):
         _fail(the_map, section, number, key, str(e))
 
 
+# What '#2' in `name = Pump #2` looks like: a comment that starts right at its sign, which a
+# comment written as one ('# the pump') does not.
+_CUT_AT_COMMENT = re.compile(r'\s+[#;][^\s#;]')
+LEFT_OUT = {'meter': '; section ignored: its meter gets the safe default role (%s) until this is '
+                     'fixed' % ', '.join('%s for %s' % (role, family.upper())
+                                         for family, role in sorted(roles.DEFAULT_ROLE.items())),
+            'bus': '; section ignored'}
+GROUP_LEFT_OUT = ("; group '%s' ignored: each of its meters gets the safe default role alone until "
+                  "this is fixed")
+
+
 def _fail(the_map, section, line, key, message):
     section.ok = False
-    the_map._add(line, message + '; section ignored', section.header, key)
+    the_map._add(line, message + LEFT_OUT[section.ident[0]], section.header, key)
 
 
 # -- resolving: role rules, phase groups, which section applies on which port ------------------
@@ -315,12 +373,16 @@ def _resolve(sections, the_map):
     for name, members in groups.items():
         _resolve_group(the_map, name, members)
     for s in meters:
-        the_map._meters.setdefault(s.ident[1:], None)
-    for s in sections:
-        if s.ident and not s.skip and s.ident[0] == 'bus' and s.ok:
-            the_map._bus[s.ident[1]] = {k: v for k, (v, _) in s.values.items()}
-        if s.ident and not s.skip and not (s.ok and the_map._meters.get(s.ident[1:], True)):
+        if s.ident[1:] not in the_map._meters:     # left out: the meter is published as found
             the_map.left_out.add(s.ident)
+            the_map._meters[s.ident[1:]] = MeterSpec.single(s.ident[2], sections=(s.header,),
+                                                            line=s.line)
+    for s in sections:
+        if s.ident and not s.skip and s.ident[0] == 'bus':
+            if s.ok:
+                the_map._bus[s.ident[1]] = {k: v for k, (v, _) in s.values.items()}
+            else:
+                the_map.left_out.add(s.ident)
 
 
 def _get(section, key):
@@ -358,7 +420,7 @@ def _check_meter(the_map, values, in_group=None):
     def fail(key, message):
         value, line, section = values[key]
         if in_group:
-            the_map._add(line, "%s; group '%s' ignored" % (message, in_group), section.header, key)
+            the_map._add(line, message + GROUP_LEFT_OUT % in_group, section.header, key)
         else:
             _fail(the_map, section, line, key, message)
 
@@ -401,7 +463,7 @@ def _check_meter(the_map, values, in_group=None):
 def _resolve_group(the_map, name, members):
     """Publish the group's members only if the group as a whole is sound."""
     def problem(section, line, key, message):
-        the_map._add(line, "%s; group '%s' ignored" % (message, name), section.header, key)
+        the_map._add(line, message + GROUP_LEFT_OUT % name, section.header, key)
 
     reported = len(the_map.problems)
     good = [s for s in members if s.ok]

@@ -2,6 +2,7 @@
 set-alarm, set-range. Each changes nothing before it has found and identified the meter, and
 counts as done only once the meter reads back what was asked."""
 from .. import modbus
+from ..readback import write_and_read_back
 from . import holding
 from .console import Failure, UsageError, confirm, note, say
 from .readings import block, one_line, read_meter
@@ -12,11 +13,16 @@ ENERGY_AFTER_RESET_KWH = 0.001  # a loaded meter may count one Wh between the re
 
 
 def scan(port, args):
-    result = sweep(port, args.addresses)
-    if not result.answering:
+    """Every meter on the port, read. Only what could be read counts as a meter; garbled
+    replies, an unreadable answer or Ctrl-C (what was found so far is still shown) end it with
+    a failure."""
+    addresses = list(args.addresses)
+    result = sweep(port, addresses, keep_on_interrupt=True)
+    if not result.answering and not result.interrupted:
         raise Failure('no meter answers on %s at any address %s (%.1f s): check the wiring '
                       '(A/B), the meters\' power and the stop bits'
-                      % (port.name, span(args.addresses), result.seconds))
+                      % (port.name, span(addresses), result.seconds))
+    meters, unread = 0, []
     with port.bus() as bus:
         for address in result.answering:
             if address in result.garbled:
@@ -29,14 +35,31 @@ def scan(port, args):
                 raise
             except modbus.ModbusError as e:
                 say('%3d  ?         answers, but could not be read: %s' % (address, e))
+                unread.append(address)
                 continue
+            meters += 1
             say('%3d  %-8s  %s' % (address, model.name, one_line(model, values)))
     if result.slow:
         note('slow to answer: address %s (after the scan\'s %g s, so asked again with %g s); '
              'a longer --scan-timeout finds them at once' % (
                  ', '.join(map(str, result.slow)), port.scan_timeout, port.timeout))
+    scanned = span(addresses[:result.asked]) if result.asked else 'none'
+    if result.interrupted:
+        scanned += ' of %s' % span(addresses)
     say('%d meter(s) on %s; addresses %s scanned in %.1f s' % (
-        len(result.answering), port.name, span(args.addresses), result.seconds))
+        meters, port.name, scanned, result.seconds))
+    trouble = []
+    if result.garbled:
+        trouble.append('garbled replies at address %s: two meters share an address, or the '
+                       'wiring is bad' % ', '.join(map(str, result.garbled)))
+    if unread:
+        trouble.append('address %s answers but could not be read as a PZEM'
+                       % ', '.join(map(str, unread)))
+    if result.interrupted:
+        trouble.append('interrupted: addresses %s were not scanned'
+                       % span(addresses[result.asked:]))
+    if trouble:
+        raise Failure('; '.join(trouble))
 
 
 def info(port, args):
@@ -67,7 +90,7 @@ def reset_energy(port, args):
         if not confirm('reset the energy counter of the %s at address %d on %s (now %.3f kWh)' % (
                 model.name, address, port.name, values['energy']), args.yes):
             raise Failure('cancelled: nothing was written to the meter')
-        took, energy = holding.write_and_read_back(
+        took, energy = write_and_read_back(
             lambda: bus.reset_energy(address),
             lambda: read_meter(bus, address, model)[1]['energy'],
             lambda energy: energy <= ENERGY_AFTER_RESET_KWH)
@@ -110,6 +133,8 @@ def alarm_writes(model, address, before, args):
         if not low <= args.power <= high:
             raise UsageError('power alarm %g W is out of range %d..%d W' % (args.power, low, high))
         watts = int(round(args.power))
+        if watts != args.power:
+            note('the meter takes whole watts: --power %g is written as %d W' % (args.power, watts))
         return [(holding.AC_POWER_ALARM, watts, 'power alarm', '%d W' % watts,
                  '%d W' % before['power_alarm'])]
     if args.power is not None:
@@ -128,12 +153,17 @@ def alarm_writes(model, address, before, args):
         raise UsageError('the high-voltage alarm (%.2f V) must be above the low-voltage alarm '
                          '(%.2f V)' % (high, low))
     writes = []
-    if args.high is not None:
-        writes.append((holding.DC_HIGH_ALARM, int(round(high * 100)), 'high-voltage alarm',
-                       '%.2f V' % high, '%.2f V' % before['high_alarm']))
-    if args.low is not None:
-        writes.append((holding.DC_LOW_ALARM, int(round(low * 100)), 'low-voltage alarm',
-                       '%.2f V' % low, '%.2f V' % before['low_alarm']))
+    for option, register, value, what, old in (
+            ('--high', holding.DC_HIGH_ALARM, args.high, 'high-voltage alarm',
+             before['high_alarm']),
+            ('--low', holding.DC_LOW_ALARM, args.low, 'low-voltage alarm', before['low_alarm'])):
+        if value is None:
+            continue
+        steps = int(round(value * 100))
+        if abs(steps - value * 100) > 1e-6:     # 58.4 * 100 is 5840.000000000001
+            note('the meter takes steps of 0.01 V: %s %g is written as %.2f V'
+                 % (option, value, steps / 100.0))
+        writes.append((register, steps, what, '%.2f V' % (steps / 100.0), '%.2f V' % old))
     return writes
 
 
@@ -142,12 +172,12 @@ def set_range(port, args):
     with port.bus() as bus:
         model, _ = read_meter(bus, address)
         if model.family != 'dc':
-            raise Failure('the meter at address %d is a %s (AC): only a PZEM-017 has a shunt '
-                          'range' % (address, model.name))
+            raise UsageError('the meter at address %d is a %s (AC): only a PZEM-017 has a shunt '
+                             'range' % (address, model.name))
         before = holding.read_settings(bus, address, model)
         if before['range'] is None:
-            raise Failure('the DC meter at address %d has no shunt range register (a PZEM-003 '
-                          'has a fixed 10 A shunt)' % address)
+            raise UsageError('the DC meter at address %d has no shunt range register (a '
+                             'PZEM-003 has a fixed 10 A shunt)' % address)
         if not confirm('set the shunt range of the %s at address %d on %s to %d A (now %s A)' % (
                 model.name, address, port.name, amps, before['range']), args.yes):
             raise Failure('cancelled: nothing was written to the meter')

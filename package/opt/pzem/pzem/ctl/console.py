@@ -1,4 +1,13 @@
-"""What pzemctl says: results on stdout, progress and failures on stderr, confirmation prompts."""
+"""What pzemctl says: results on stdout, progress and failures on stderr, confirmation prompts.
+
+Exit codes, one rule (README, "Troubleshooting", reads the same and a test holds them to it):
+0 done; 1 not done: something outside the command line failed or is in the way (no reply, a
+garbled reply, a port missing or held, a write the meter did not keep, a map with problems, a
+scan that saw garbled replies or was interrupted, a "no" at the prompt); 2 the command line
+asks for what cannot be done as given (an unknown command or option, a number or address out
+of range, no --yes without a terminal, a setting the meter's model does not have, a new address
+already taken on the bus or in the map).
+"""
 import sys
 
 OK, FAILED, USAGE = 0, 1, 2
@@ -24,13 +33,19 @@ def note(text):
     sys.stderr.flush()
 
 
+def can_ask(question, yes):
+    """UsageError when `question` would have to be asked and there is nobody to ask: asked
+    before the work too, so that a script without --yes is refused before a long scan."""
+    if not yes and not sys.stdin.isatty():
+        raise UsageError('refusing to %s without confirmation: stdin is not a terminal, so '
+                         'add --yes' % question)
+
+
 def confirm(question, yes):
     """True when the user agrees; UsageError when there is nobody to ask and no --yes."""
     if yes:
         return True
-    if not sys.stdin.isatty():
-        raise UsageError('refusing to %s without confirmation: stdin is not a terminal, so '
-                         'add --yes' % question)
+    can_ask(question, yes)
     sys.stderr.write('%s%s? [y/N] ' % (question[0].upper(), question[1:]))
     sys.stderr.flush()
     answer = sys.stdin.readline().strip().lower()

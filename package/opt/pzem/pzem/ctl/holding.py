@@ -2,15 +2,13 @@
 
 Registers from reference/pzem-protocol.md 2.3 (PZEM-016) and 2.5 (PZEM-017): AC 0x0001 power
 alarm in W; DC 0x0000/0x0001 high/low voltage alarm in 0.01 V, 0x0003 the 017's shunt range;
-both 0x0002 the Modbus address. Every write is read back before it counts as done.
+both 0x0002 the Modbus address (written by address_change only). Every write is read back
+before it counts as done (readback).
 """
-import time
-
 from .. import modbus, models
+from ..readback import twice, write_and_read_back
 from .console import Failure
-from .readings import twice
 
-ADDRESS = 0x0002
 AC_POWER_ALARM = 0x0001
 DC_HIGH_ALARM, DC_LOW_ALARM, DC_RANGE = 0x0000, 0x0001, 0x0003
 
@@ -18,9 +16,6 @@ POWER_ALARM_WATTS = (0, 25000)
 HIGH_ALARM_VOLTS = (5.0, 350.0)
 LOW_ALARM_VOLTS = (1.0, 350.0)
 RANGE_CODES = dict((amps, code) for code, amps in models.DC_CURRENT_RANGES.items())
-
-VERIFY_TRIES = 6
-VERIFY_PAUSE = 0.5
 
 
 def read_settings(bus, address, model):
@@ -48,30 +43,6 @@ def settings_lines(model, settings, indent='  ', with_range=True):
         if with_range and settings['range'] is not None:
             rows.append(('shunt range', '%s A' % settings['range']))
     return ['%s%-24s %s' % (indent, name, value) for name, value in rows]
-
-
-def write_and_read_back(write, read, took):
-    """write(), then read() until took(what it read): (True, that value), or (False, the last
-    value read or None) after VERIFY_TRIES reads.
-
-    A lost or garbled echo does not mean the write failed: the read-back decides.
-    An exception reply does (modbus.ExceptionReply propagates).
-    """
-    try:
-        write()
-    except (modbus.NoReply, modbus.BadFrame):
-        pass
-    got = None
-    for attempt in range(VERIFY_TRIES):
-        if attempt:
-            time.sleep(VERIFY_PAUSE)
-        try:
-            got = read()
-        except (modbus.NoReply, modbus.BadFrame):
-            continue
-        if took(got):
-            return True, got
-    return False, got
 
 
 def write_verified(bus, address, register, value, what):

@@ -4,18 +4,21 @@ The meters come from the map's sections for this port (a group with phases is on
 totals, then a row per phase), or from a quick scan. ROLE is the role the driver will publish the
 meter in: the map's, else its family's default; a map role that does not fit the meter's family
 is shown as "<role>!" with a warning under the table, as the driver refuses to publish it.
-Without a terminal, or with --count, each refresh is a plain snapshot.
+The table fits the terminal's width (monitor_table); on a live screen, lines that do not fit
+its height are counted in a last line. Without a terminal, or with --count, each refresh is a
+plain snapshot.
 """
+import os
 import sys
 import time
 
 from .. import meter_map, modbus, models, roles
+from . import monitor_table
 from .console import Failure, note, say
+from .monitor_table import Row
 from .readings import alarms_on, read_meter, trouble
 from .scan import span, sweep
 
-COLUMNS = ('ADDR', 'METER', 'ROLE', 'NAME', 'VOLTAGE', 'CURRENT', 'POWER', 'ENERGY', 'FREQ',
-           'PF', 'ALARM')
 HOME, CLEAR_LINE, CLEAR_REST, CLEAR_SCREEN = '\x1b[H', '\x1b[K', '\x1b[J', '\x1b[2J'
 
 
@@ -79,49 +82,46 @@ def watched_from_map(port, path):
     return rows
 
 
-def cells(w, addr=None, role=None, name=None):
-    """The table cells of one meter (or one phase of a group)."""
+def meter_row(w, addr=None, role=None, name=None):
+    """The table row of one meter (or one phase of a group)."""
     model = w.model
     role = role if role is not None else driver_role(w.role, model)[0]
-    head = [addr or str(w.address), model.name if model else '?', role,
-            w.name if name is None else name]
+    head = dict(addr=addr or str(w.address), model=model, phases=1, role=role,
+                name=w.name if name is None else name)
     if w.values is None:
-        return head + [w.error or 'not read yet'] + [''] * 6
+        return Row(numbers={}, alarms=None, error=w.error or 'not read yet', **head)
     v = w.values
-    texts = dict((f.name, f.text.format(v[f.name])) for f in model.fields if f.kind != 'alarm')
-    alarms = [a.replace(' alarm', '') for a in alarms_on(model, v)]
-    return head + [texts['voltage'], texts['current'], texts['power'], texts['energy'],
-                   texts.get('frequency', ''), texts.get('power_factor', ''),
-                   ','.join(alarms) or '-']
+    numbers = dict((f.name, f.text.format(v[f.name]).split(' ')[0]) for f in model.fields
+                   if f.kind != 'alarm')
+    alarms = [a.replace(' alarm', '') for a in alarms_on(model, v)] or ['-']
+    return Row(numbers=numbers, alarms=alarms, error=None, **head)
 
 
 def group_rows(group):
     phases = group.phases
-    complete = all(w.values is not None for w in phases)
     model = next((w.model for w in phases if w.model), models.AC)
-    head = [','.join(str(w.address) for w in phases), '%s %d-phase' % (model.name, len(phases)),
-            driver_role(group.role, model)[0], group.title or group.name]
-    if complete:
+    head = dict(addr=','.join(str(w.address) for w in phases), model=model, phases=len(phases),
+                role=driver_role(group.role, model)[0], name=group.title or group.name)
+    if all(w.values is not None for w in phases):
         totals = models.phase_totals([w.values for w in phases])
-        energy = sum(w.values['energy'] for w in phases)
-        total = ['', '', '%.1f W' % totals['power'], '%.3f kWh' % energy, '', '',
-                 '' if totals['power_factor'] is None else '%.2f' % totals['power_factor']]
+        numbers = {'power': '%.1f' % totals['power'],
+                   'energy': '%.3f' % sum(w.values['energy'] for w in phases)}
+        if totals['power_factor'] is not None:
+            numbers['power_factor'] = '%.2f' % totals['power_factor']
+        first = Row(numbers=numbers, alarms=None, error=None, **head)
     else:
         missing = [w.phase or str(w.address) for w in phases if w.values is None]
-        total = ['%s missing' % ','.join(missing), '', '', '', '', '', '']
-    rows = [head + total]
-    for w in phases:
-        rows.append(cells(w, addr='  %s %d' % (w.phase or '?', w.address), role='', name=''))
-    return rows
+        first = Row(numbers={}, alarms=None, error='%s missing' % ','.join(missing), **head)
+    return [first] + [meter_row(w, addr='  %s %d' % (w.phase or '?', w.address), role='',
+                                name='') for w in phases]
 
 
-def table(watched):
-    rows = [list(COLUMNS)]
+def table(watched, width=0):
+    """The table's lines for a terminal `width` columns wide (0: no limit)."""
+    rows = []
     for w in watched:
-        rows += group_rows(w) if isinstance(w, Group) else [cells(w)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
-    lines = ['  '.join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in rows]
-    return lines + warnings(watched)
+        rows += group_rows(w) if isinstance(w, Group) else [meter_row(w)]
+    return monitor_table.render(rows, warnings(watched), width)
 
 
 def warnings(watched):
@@ -136,19 +136,39 @@ def warnings(watched):
         warning = driver_role(w.role, model)[1]
         if warning:
             found.append('! %s: %s' % (where, warning))
-    return [''] + found if found else []
+    return found
+
+
+def terminal_size():
+    """(columns, rows) of the terminal stdout is on; (0, 0) when it is none (no limit)."""
+    try:
+        size = os.get_terminal_size(sys.stdout.fileno())
+    except (OSError, ValueError):
+        return 0, 0
+    return size.columns, size.lines
+
+
+def fit_height(lines, rows):
+    """`lines` cut to a screen of `rows` lines, the last one saying how many did not fit."""
+    if not rows or len(lines) < rows:
+        return lines
+    hidden = len(lines) - (rows - 2)
+    return lines[:rows - 2] + ['(%d more line(s): a taller terminal shows them)' % hidden]
 
 
 def monitor(port, args):
-    watched = [] if args.scan else watched_from_map(port, args.config)
+    watched = [] if args.scan else watched_from_map(port, port.config)
     if not watched:
         if not args.scan:
-            note('no meters for %s in the map %s: scanning' % (port.name, args.config))
-        found = sweep(port, args.addresses).answering
-        if not found:
+            if os.path.lexists(port.config):
+                note('no meters for %s in the map %s: scanning' % (port.name, port.config))
+            else:
+                note('the map %s does not exist: scanning' % port.config)
+        found = sweep(port, args.addresses)
+        if not found.answering:
             raise Failure('no meter answers on %s at any address %s'
                           % (port.name, span(args.addresses)))
-        watched = [Watched(a) for a in found]
+        watched = [Watched(a) for a in found.answering]
     live = sys.stdout.isatty() and args.count is None
     if live:
         sys.stdout.write(CLEAR_SCREEN)
@@ -161,9 +181,11 @@ def monitor(port, args):
                     for meter in (w.phases if isinstance(w, Group) else [w]):
                         meter.read(bus)
                 shown += 1
+                columns, rows = terminal_size()
                 title = '%s  %s  refresh %d' % (port.name, time.strftime('%H:%M:%S'), shown)
-                lines = [title, ''] + table(watched)
+                lines = [title, ''] + table(watched, columns)
                 if live:
+                    lines = fit_height(lines, rows)
                     sys.stdout.write(HOME + ''.join(l + CLEAR_LINE + '\n' for l in lines)
                                      + CLEAR_REST)
                     sys.stdout.flush()

@@ -12,7 +12,9 @@ SCAN_TIMEOUT = 0.15     # real PZEMs answer a 1-register read within ~100-120 ms
 class Port(object):
     def __init__(self, arg, config=meter_map.DEFAULT_PATH, stopbits=None, timeout=None,
                  scan_timeout=None):
-        """arg: a bare name under /dev ('ttyUSB0', as serial-starter names it) or a path."""
+        """arg: a bare name under /dev ('ttyUSB0', as serial-starter names it) or a path; a
+        trailing / is dropped (a serial port is no folder)."""
+        arg = arg.rstrip('/') or arg
         self.arg = arg
         self.path = tty.path(arg)
         self.name = tty.name(arg)

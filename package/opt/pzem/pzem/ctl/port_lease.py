@@ -86,10 +86,12 @@ INTERPRETERS = ('python', 'sh', 'bash', 'perl', 'node')
 
 
 def program(argv):
-    """The program a command line runs, without its interpreter: ['gps_dbus', '/dev/ttyUSB0']."""
+    """The program a command line runs, without its interpreter and the interpreter's options,
+    with all of its own: ['dbus-pzem', '--config', 'live.conf', 'ttyUSB0']."""
     words = list(argv)
     if words and os.path.basename(words[0]).startswith(INTERPRETERS):
-        words = [w for w in words[1:] if not w.startswith('-')] or words
+        script = next((i for i, w in enumerate(words[1:], 1) if not w.startswith('-')), None)
+        words = words[script:] if script else words
     return [os.path.basename(words[0])] + words[1:] if words else []
 
 
@@ -142,7 +144,10 @@ def holding(path, tty):
         (ours if service == '%s.%s' % (DRIVER, tty) else others).append('service %s' % service)
     for pid, _ in holders(path):
         argv = argv_of(pid)
-        words = 'process %d (%s)' % (pid, ' '.join(program(argv))[:60] or '?')
+        command = ' '.join(program(argv)) or '?'
+        if len(command) > 240:      # whole, as a rule: --config and the port matter
+            command = command[:237] + '...'
+        words = 'process %d (%s)' % (pid, command)
         (ours if is_driver(argv) else others).append(words)
     return ours, others
 

@@ -4,17 +4,10 @@ read_meter is the one path from the bus to decoded values for every command (sca
 monitor, the writes' checks); what went wrong is put in a few words by trouble().
 """
 from .. import models, modbus
+from ..readback import twice
 
 LABELS = {'power_factor': 'PF {}', 'alarm': 'power alarm',
           'high_voltage_alarm': 'high-voltage alarm', 'low_voltage_alarm': 'low-voltage alarm'}
-
-
-def twice(read):
-    """read() again once after a lost or garbled reply: one miss on RS-485 is not a failure."""
-    try:
-        return read()
-    except (modbus.NoReply, modbus.BadFrame):
-        return read()
 
 
 def read_meter(bus, address, model=None):

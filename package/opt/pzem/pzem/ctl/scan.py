@@ -24,12 +24,15 @@ def span(addresses):
 
 class Sweep(object):
     """What a quick pass found: `found` addresses that answered, `garbled` ones (collisions?),
-    and of the found ones the `slow` ones (answered only after the short timeout)."""
+    of the found ones the `slow` ones (answered only after the short timeout), `asked` how many
+    addresses were asked, `interrupted` when Ctrl-C ended it early."""
 
     def __init__(self):
         self.found = []
         self.garbled = []
         self.slow = []
+        self.asked = 0
+        self.interrupted = False
         self.seconds = 0.0
 
     @property
@@ -37,8 +40,9 @@ class Sweep(object):
         return sorted(self.found + self.garbled)
 
 
-def sweep(port, addresses=ADDRESSES, stop_after=None):
-    """Ask every address once (short timeout), showing progress; stop at `stop_after` found."""
+def sweep(port, addresses=ADDRESSES, stop_after=None, keep_on_interrupt=False):
+    """Ask every address once (short timeout), showing progress; stop at `stop_after` found.
+    With `keep_on_interrupt`, Ctrl-C ends the pass and what it found so far is returned."""
     result = Sweep()
     started = time.monotonic()
     addresses = list(addresses)
@@ -51,9 +55,14 @@ def sweep(port, addresses=ADDRESSES, stop_after=None):
                     result_of(bus, late, result, port.timeout)
                     if late in result.found:
                         result.slow.append(late)
+                result.asked = done
                 progress.step(done, len(result.answering))
                 if stop_after and len(result.answering) >= stop_after:
                     break
+        except KeyboardInterrupt:
+            if not keep_on_interrupt:
+                raise
+            result.interrupted = True
         finally:
             progress.done()
     result.seconds = time.monotonic() - started
