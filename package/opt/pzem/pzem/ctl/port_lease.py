@@ -44,9 +44,16 @@ def holders(path):
         if pid == os.getpid():
             continue
         try:
-            fds = [(fd, os.readlink(os.path.join(fd_dir, fd))) for fd in os.listdir(fd_dir)]
+            names = os.listdir(fd_dir)
         except OSError:     # the process ended, or is not ours to look at
             continue
+        fds = []
+        for fd in names:
+            try:
+                fds.append((fd, os.readlink(os.path.join(fd_dir, fd))))
+            except OSError:
+                pass        # closed meanwhile: a process that is closing its files (a driver
+                            # that stops) still holds the others
         if any(link == target for _, link in fds) and not holds_master(pid, fds, target):
             found.append((pid, command_of(pid)))
     return found
