@@ -19,10 +19,12 @@ from driver_rig import FAKE_SETTINGS
 from pzem import driver as driver_module
 from pzem.driver import (EXIT_NO_METER, EXIT_PORT, EXIT_STOPPED, MAP_CHECK_SECONDS,
                          PROBE_SECONDS, Driver)
+from pzem.poll import PROBE_MARGIN
 from pzemsim import AcMeter
 from sim_fixtures import sim_bus  # noqa: F401 (pytest fixture)
 
 T0 = 5000.0
+SCAN_TIMEOUT = 0.5      # generous: the simulator shares a busy machine with other suites
 NO_SCAN = '[bus]\nscan = no\n'
 GRID = NO_SCAN + '[1]\nrole = grid\n'
 SETTINGS = 'com.victronenergy.settings'
@@ -76,7 +78,8 @@ def port(tmp_path, sim_bus):  # noqa: F811 (the fixture above)
 
 def make_driver(sim, config, clock, kind=Driver, **options):
     options.setdefault('interval', 1.0)
-    options.setdefault('timeout', 0.3)
+    options.setdefault('timeout', 0.5)
+    options.setdefault('scan_timeout', SCAN_TIMEOUT)
     return kind(sim.link, config, clock=clock, **options)
 
 
@@ -108,6 +111,26 @@ def tick_at(driver, clock, when):
     pump(0.05)
 
 
+# -- the command line and the map's [bus] ------------------------------------------------------
+
+@pytest.mark.parametrize('options, interval, timeout, stopbits', [
+    ({}, 3.0, 0.4, 1),
+    ({'interval': 0.5, 'timeout': 0.2, 'stopbits': 2}, 0.5, 0.2, 2),
+])
+def test_the_command_line_goes_over_the_maps_bus_settings(tmp_path, logs, options, interval,
+                                                          timeout, stopbits):
+    config = tmp_path / 'pzem.conf'
+    config.write_text('[bus]\ninterval = 3\ntimeout = 0.4\nstopbits = 1\nscan = no\n')
+    driver = Driver(str(tmp_path / 'ttyUSB9'), str(config), **options)
+    assert (driver.interval, driver.bus.timeout, driver.bus.stopbits) == (
+        interval, timeout, stopbits)
+    assert driver.scan is False
+    assert driver.open() == EXIT_PORT                   # no such port: the banner, then 1
+    assert logs.messages[0].startswith(
+        'dbus-pzem %s on ttyUSB9: 9600 baud 8N%d, poll every %gs, map %s, no search for meters '
+        'the map does not name' % (driver.version, stopbits, interval, config))
+
+
 # -- start-up --------------------------------------------------------------------------------
 
 def test_start_up_publishes_what_answers_and_counts_from_the_process_start(
@@ -121,10 +144,11 @@ def test_start_up_publishes_what_answers_and_counts_from_the_process_start(
         assert driver.map_due == T0 + MAP_CHECK_SECONDS
 
 
-@pytest.mark.parametrize('left, published', [(0.2, True), (0.1, False)])
+@pytest.mark.parametrize('left, published', [(SCAN_TIMEOUT + PROBE_MARGIN + 0.01, True),
+                                              (SCAN_TIMEOUT + PROBE_MARGIN - 0.01, False)])
 def test_the_start_up_budget_is_what_serial_starter_leaves(port, system_bus, left, published):
-    # A probe needs the scan timeout (0.15 s) and a margin; 4 s after the process started,
-    # serial-starter stops waiting, whatever the driver's own start-up took.
+    # A probe is made only while the budget has room for its timeout and a margin; the budget
+    # ends PROBE_SECONDS after the process started, whatever the driver's own start-up took.
     meter = ac(1)
     sim, config = port(GRID, meter)
     with started(sim, config, since=PROBE_SECONDS - left) as (driver, code):

@@ -147,13 +147,13 @@ class Driver(object):
         self.follower = MapFollower(config, meter_map.load(config))
         self.bus_options = self.follower.current.bus_options(self.port)     # as applied
         options = dict(self.bus_options)
-        self.interval = options.pop('interval', INTERVAL) if interval is None else interval
-        options.pop('interval', None)
+        in_map = options.pop('interval', INTERVAL)
+        self.interval = in_map if interval is None else interval
         self.scan = options.pop('scan', True)
         self.scan_timeout = scan_timeout
-        options.update((key, value) for key, value in (('timeout', timeout),
-                                                       ('stopbits', stopbits))
-                       if value is not None)
+        for key, value in (('timeout', timeout), ('stopbits', stopbits)):
+            if value is not None:
+                options[key] = value
         self.bus = self.make_bus(device, options)
         # Held by the poll thread for each tick, and by the main thread around everything it
         # does to the meters (changes from D-Bus, scheduled re-registrations): poll_thread.py.
