@@ -128,8 +128,8 @@ class Driver(object):
     thread calls tick() once per slot with the lock held and hands over to the main loop what
     must run there (a probe that may publish a meter, an edited map: check_map()).
 
-    The port is a tty; port_name(), make_bus(), describe_bus() and stays_without_meters() are
-    all that knows it. Another kind of port (a Modbus gateway over TCP) is a subclass that
+    The port is a tty; port_name(), make_bus(), describe_bus() and reason_to_stay() are the only
+    methods that know it. Another kind of port (a Modbus gateway over TCP) is a subclass that
     overrides them: its bus reads and writes as modbus.Bus does and raises modbus.PortGone when
     the port goes away.
     """
@@ -178,29 +178,30 @@ class Driver(object):
     def describe_bus(self):
         return '%d baud 8%s%d' % (self.bus.baudrate, self.bus.parity, self.bus.stopbits)
 
-    def stays_without_meters(self):
-        """True when a start with no meter answering is no reason to exit: the port is pinned
-        to this driver (a `pzemctl pin` rule), and serial-starter would only start it again."""
+    def reason_to_stay(self):
+        """Why a start with no meter answering is no reason to exit, or None: a port pinned to
+        this driver (a `pzemctl pin` rule), which serial-starter would only start again."""
         from . import udev      # here: it needs subprocess, and only a driver without meters asks
         try:
-            return udev.properties(self.bus.path).get('VE_SERVICE') == 'pzem'
+            if udev.properties(self.bus.path).get('VE_SERVICE') == 'pzem':
+                return 'the port is pinned to this driver'
         except LookupError:
-            return False
+            pass
+        return None
 
     # -- the steps ---------------------------------------------------------------------------
 
     def run(self):
-        code = self.open() or self.connect() or self.start_up()
-        if code:
-            self.close()
-            return code
-        self.watch()
-        self.start_polling()
         try:
+            code = self.open() or self.connect() or self.start_up()
+            if code:
+                return code
+            self.watch()
+            self.start_polling()
             self.loop.run()
+            return self.code
         finally:
             self.close()
-        return self.code
 
     def open(self):
         """Say what runs, open the port; EXIT_PORT when it cannot be used."""
@@ -244,8 +245,8 @@ class Driver(object):
 
     def start_up(self):
         """Ask the map's meters and the likely addresses until the start-up budget is spent;
-        EXIT_NO_METER when none answered (unless the driver stays without meters), EXIT_PORT
-        when the port went away."""
+        EXIT_NO_METER when none answered (unless there is a reason to stay), EXIT_PORT when the
+        port went away."""
         self.poller = Poller(self.bus, self.port, self.follower.current.meters_for(self.port),
                              self.interval, self.publish, self.found, scan=self.scan,
                              scan_timeout=self.scan_timeout, clock=self.clock)
@@ -264,13 +265,14 @@ class Driver(object):
             log.error('%d meter(s) answered (address %s) but none could be published: see the '
                       'lines above; the driver stays and tries again', len(answered),
                       ', '.join(map(str, sorted(answered))))
-        elif self.stays_without_meters():
-            log.warning('no PZEM meter answered on %s yet; the port is pinned to this driver, so '
-                        'it stays and keeps looking', self.port)
         else:
-            log.info('stopping: no PZEM meter answered on %s: exiting so serial-starter can try '
-                     'other drivers on this port', self.port)
-            return EXIT_NO_METER
+            reason = self.reason_to_stay()
+            if reason is None:
+                log.info('stopping: no PZEM meter answered on %s: exiting so serial-starter can '
+                         'try other drivers on this port', self.port)
+                return EXIT_NO_METER
+            log.warning('no PZEM meter answered on %s yet; %s, so it stays and keeps looking',
+                        self.port, reason)
         self.map_due = self.clock() + MAP_CHECK_SECONDS
         return None
 
