@@ -517,8 +517,8 @@ def test_setup_standalone_install_check_reinstall_uninstall(gx, builds):
     setup = unpack_setuphelper_package(gx, builds['v1']['tarball'])
     said = gx.run(setup, 'install', 'auto').stdout
     assert 'venus-pzem %s is installed' % VERSION in said
-    for step in ('pzemctl ttyUSB0 scan', '/data/conf/pzem.conf', 'pzemctl check-config',
-                 '/var/log/dbus-pzem.ttyUSB0/current'):
+    for step in ('pzemctl ttyUSB0 info', '/data/conf/pzem.conf', 'pzemctl check-config',
+                 'pzemctl status'):
         assert step in said, step
     assert max(len(line) for line in said.splitlines()) <= 80
     assert gx.read('etc/venus/installedVersion-PzemMeter') == 'v%s\n' % VERSION

@@ -42,11 +42,21 @@ say_next_steps() {
     cat <<EOF
 venus-pzem $(cat "$R/opt/pzem/VERSION" 2>/dev/null) is installed: the driver /opt/pzem/dbus-pzem,
 the command pzemctl and a serial-starter rule for dbus-pzem on USB serial ports.
-Next steps:
-  1. find the meters on an adapter:  pzemctl ttyUSB0 scan
-  2. give each meter its role in the meter map /data/conf/pzem.conf
-  3. check the map:                  pzemctl check-config
-  4. the driver's log, per port:     tail -F /var/log/dbus-pzem.ttyUSB0/current
+Next steps, as in the README's "Commissioning a new bus" (ttyUSB0: the port):
+  1. Connect the first meter only, and look at it
+       pzemctl ttyUSB0 info
+  2. Give it its address
+       pzemctl ttyUSB0 set-address 2
+  3. Add the next meters
+       pzemctl ttyUSB0 set-address 3 --from 1
+  4. Set the meters up (optional)
+       pzemctl ttyUSB0 set-range / set-alarm / reset-energy
+  5. Write the map
+       /data/conf/pzem.conf
+       pzemctl check-config
+  6. Pin the adapter
+       pzemctl ttyUSB0 pin
+What runs on each port, and the driver's log: pzemctl status
 EOF
 }
 

@@ -11,6 +11,8 @@ import threading
 import sys
 import time
 
+from gi.repository import GLib
+
 from . import meter_map, modbus, numbers, roles, tty
 from .meter import meter_log
 from .meter_map import MeterSpec
@@ -21,13 +23,15 @@ INTERVAL = 1.0          # the meters refresh about once a second
 SCAN_TIMEOUT = 0.15     # a PZEM answers a one-register read in about 0.1 s
 MAP_CHECK_SECONDS = 2.0
 
+EXIT_STOPPED, EXIT_PORT, EXIT_NO_METER, EXIT_COMMAND_LINE = 0, 1, 2, 3
+
 log = logging.getLogger('pzem')
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         self.print_usage(sys.stderr)
-        self.exit(3, '%s: %s\n' % (self.prog, message))    # 2 means "no meter answered"
+        self.exit(EXIT_COMMAND_LINE, '%s: %s\n' % (self.prog, message))    # not argparse's 2
 
 
 def parse_args(argv):
@@ -55,15 +59,6 @@ def read_version():
             return f.read().strip()
     except OSError:
         return 'unknown'
-
-
-def pinned(path):
-    """True when udev gives this port to our driver alone (a `pzemctl pin` rule)."""
-    from . import udev      # here: it needs subprocess, and only a driver without meters asks
-    try:
-        return udev.properties(path).get('VE_SERVICE') == 'pzem'
-    except LookupError:
-        return False
 
 
 def process_age():
@@ -124,118 +119,250 @@ def found_section(port, model, when):
             'Its role steers nothing; set role, name and the rest here or in the Venus GUI.']
 
 
-def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
-                        format='%(levelname)s %(message)s', stream=sys.stderr)
-    started = time.monotonic() - process_age()
-    version = read_version()
-    port = tty.name(args.tty)
-    the_map = meter_map.load(args.config)
-    options = the_map.bus_options(port)
-    interval = args.interval if args.interval is not None else options.pop('interval', INTERVAL)
-    options.pop('interval', None)
-    scan = options.pop('scan', True)
-    for key in ('timeout', 'stopbits'):
-        if getattr(args, key) is not None:
-            options[key] = getattr(args, key)
-    bus = modbus.Bus(args.tty, **options)
-    log.info('dbus-pzem %s on %s: %d baud 8%s%d, poll every %gs, map %s%s', version, port,
-             bus.baudrate, bus.parity, bus.stopbits, interval, args.config,
-             '' if scan else ', no search for meters the map does not name')
-    for problem in the_map.problems:
-        log.error('map: %s', problem)
-    try:
-        bus.open()
-    except modbus.PortGone as e:
-        log.error('%s', e)
-        log.info('stopping: the serial port cannot be used')
-        return 1
+class Driver(object):
+    """One port and every meter on it, from start to stop; `run()` returns the exit code.
 
-    # Imported here so that a bad port is reported even where D-Bus is missing.
-    import dbus
-    import dbus.mainloop.glib
-    from gi.repository import GLib
-    from . import energy, system
-    from .poll_thread import PollThread
-    from .publisher import Context, Instances, Publisher
-    dbus.mainloop.glib.DBusGMainLoop(set_as_default=True)
-    dbus.mainloop.glib.threads_init()   # the poll thread sends on the same connections
-    loop = GLib.MainLoop()
-    outcome = {'code': 0}
-    follower = MapFollower(args.config, the_map)
-    # Held by the poll thread for each tick, and by the main thread around everything it does
-    # to the meters (changes from D-Bus, scheduled re-registrations): see poll_thread.py.
-    lock = threading.RLock()
+    The steps, in order: open() the port, connect() to D-Bus, start_up() (the map's meters and
+    the likely addresses, within the start-up budget), watch() the rest of the system,
+    start_polling(), then the GLib main loop until stop(), and close(). While it runs, the poll
+    thread calls tick() once per slot with the lock held and hands over to the main loop what
+    must run there (a probe that may publish a meter, an edited map: check_map()).
 
-    def stop(code, why):
-        with lock:
-            first = outcome.get('why') is None
-            outcome.update(code=code, why=why)
+    The port is a tty; port_name(), make_bus(), describe_bus() and reason_to_stay() are the only
+    methods that know it. Another kind of port (a Modbus gateway over TCP) is a subclass that
+    overrides them: its bus reads and writes as modbus.Bus does and raises modbus.PortGone when
+    the port goes away.
+    """
+
+    def __init__(self, device, config=meter_map.DEFAULT_PATH, interval=None, timeout=None,
+                 stopbits=None, scan_timeout=SCAN_TIMEOUT, started=None, clock=time.monotonic):
+        """device: the port as the command line gives it; interval, timeout, stopbits: the
+        command line's, over the map's [bus]; started: when serial-starter's wait began (the
+        start-up budget counts from then), by `clock`."""
+        self.clock = clock
+        self.started = clock() if started is None else started
+        self.version = read_version()
+        self.config = config
+        self.port = self.port_name(device)
+        self.follower = MapFollower(config, meter_map.load(config))
+        self.bus_options = self.follower.current.bus_options(self.port)     # as applied
+        options = dict(self.bus_options)
+        in_map = options.pop('interval', INTERVAL)
+        self.interval = in_map if interval is None else interval
+        self.scan = options.pop('scan', True)
+        self.scan_timeout = scan_timeout
+        for key, value in (('timeout', timeout), ('stopbits', stopbits)):
+            if value is not None:
+                options[key] = value
+        self.bus = self.make_bus(device, options)
+        # Held by the poll thread for each tick, and by the main thread around everything it
+        # does to the meters (changes from D-Bus, scheduled re-registrations): poll_thread.py.
+        self.lock = threading.RLock()
+        self.code, self.why = EXIT_STOPPED, None
+        self.pending = set()    # what the poll thread handed to the main loop, not done yet
+        self.map_due = None     # when tick() looks at the map file next
+        self.ess = None         # ESS's grid metering: 0 = on an external meter
+        self.loop = self.connection = self.directions = self.context = None
+        self.poller = self.poll_thread = self.ess_watch = None
+        self.signal_sources = []
+
+    # -- the port: what another kind of port overrides -------------------------------------
+
+    def port_name(self, device):
+        """The port's name in the log, the service names and the map ([PORT:N], [bus:PORT])."""
+        return tty.name(device)
+
+    def make_bus(self, device, options):
+        return modbus.Bus(device, **options)
+
+    def describe_bus(self):
+        return '%d baud 8%s%d' % (self.bus.baudrate, self.bus.parity, self.bus.stopbits)
+
+    def reason_to_stay(self):
+        """Why a start with no meter answering is no reason to exit, or None: a port pinned to
+        this driver (a `pzemctl pin` rule), which serial-starter would only start again."""
+        from . import udev      # here: it needs subprocess, and only a driver without meters asks
+        try:
+            if udev.properties(self.bus.path).get('VE_SERVICE') == 'pzem':
+                return 'the port is pinned to this driver'
+        except LookupError:
+            pass
+        return None
+
+    # -- the steps ---------------------------------------------------------------------------
+
+    def run(self):
+        try:
+            code = self.open() or self.connect() or self.start_up()
+            if code:
+                return code
+            self.watch()
+            self.start_polling()
+            self.loop.run()
+            return self.code
+        finally:
+            self.close()
+
+    def open(self):
+        """Say what runs, open the port; EXIT_PORT when it cannot be used."""
+        log.info('dbus-pzem %s on %s: %s, poll every %gs, map %s%s', self.version, self.port,
+                 self.describe_bus(), self.interval, self.config,
+                 '' if self.scan else ', no search for meters the map does not name')
+        for problem in self.follower.current.problems:
+            log.error('map: %s', problem)
+        try:
+            self.bus.open()
+        except modbus.PortGone as e:
+            log.error('%s', e)
+            log.info('stopping: the serial port cannot be used')
+            return EXIT_PORT
+        return None
+
+    def connect(self):
+        """The D-Bus connection and what every meter shares; EXIT_PORT without D-Bus."""
+        # Imported here so that a bad port is reported even where dbus-python is missing.
+        import dbus
+        import dbus.mainloop.glib
+        from . import energy, system
+        from .publisher import Context, Instances
+        dbus.mainloop.glib.DBusGMainLoop(set_as_default=True)
+        dbus.mainloop.glib.threads_init()   # the poll thread sends on the same connections
+        self.loop = GLib.MainLoop()
+        try:
+            self.connection = dbus.SystemBus(private=True)
+        except dbus.DBusException as e:
+            log.error('cannot reach the system D-Bus (%s): no meter can be published', e)
+            log.info('stopping: no D-Bus')
+            return EXIT_PORT
+        self.directions = system.Directions(self.connection)
+        self.context = Context(
+            self.port, self.config, self.version, Instances(schedule=self.soon), lock=self.lock,
+            directions=lambda spec: self.directions.get(spec.vebus),
+            stores=lambda ident, log: energy.EnergyStore(self.connection, ident, logger=log),
+            energy_for=lambda model: energy.PhaseEnergy(model.max_kw),
+            on_start=lambda publisher: self.warn_if_unsigned_grid([publisher]))
+        return None
+
+    def start_up(self):
+        """Ask the map's meters and the likely addresses until the start-up budget is spent;
+        EXIT_NO_METER when none answered (unless there is a reason to stay), EXIT_PORT when the
+        port went away."""
+        self.poller = Poller(self.bus, self.port, self.follower.current.meters_for(self.port),
+                             self.interval, self.publish, self.found, scan=self.scan,
+                             scan_timeout=self.scan_timeout, clock=self.clock)
+        try:
+            # D-Bus is served between the probes: a meter is on the bus, answering, at once
+            count = self.poller.start(deadline=self.started + PROBE_SECONDS,
+                                      between=self.serve_pending)
+        except modbus.PortGone as e:
+            log.error('%s', e)
+            log.info('stopping: the serial port went away')
+            return EXIT_PORT
+        answered = self.poller.answered
+        if count:
+            log.info('%d meter(s) published in %.1fs', count, self.clock() - self.started)
+        elif answered:
+            log.error('%d meter(s) answered (address %s) but none could be published: see the '
+                      'lines above; the driver stays and tries again', len(answered),
+                      ', '.join(map(str, sorted(answered))))
+        else:
+            reason = self.reason_to_stay()
+            if reason is None:
+                log.info('stopping: no PZEM meter answered on %s: exiting so serial-starter can '
+                         'try other drivers on this port', self.port)
+                return EXIT_NO_METER
+            log.warning('no PZEM meter answered on %s yet; %s, so it stays and keeps looking',
+                        self.port, reason)
+        self.map_due = self.clock() + MAP_CHECK_SECONDS
+        return None
+
+    def watch(self):
+        """Follow what the driver acts on besides its meters: ESS's grid metering. The driver's
+        own D-Bus service (what a GUI page would drive, as dbus-modbus-client's
+        com.victronenergy.modbusclient.<name> with its writable /Scan) belongs here too, on
+        self.connection, closed in close()."""
+        from . import system
+        self.ess_watch = system.EssGridMetering(self.connection, self.on_ess)
+
+    def start_polling(self):
+        """The poll thread, from one slot on, and the signals that stop it."""
+        from .poll_thread import PollThread
+        self.poll_thread = PollThread(
+            self.tick, self.lock, clock=self.clock,
+            on_crash=lambda: self.stop(EXIT_PORT, 'the poll loop failed'))
+        # The probe's readings are fresh: answer D-Bus first, poll again one slot later.
+        self.poll_thread.start(self.poller.slot)
+        # The sources stay until close() removes them: a second signal only asks again.
+        for signum, name in ((signal.SIGTERM, 'SIGTERM'), (signal.SIGINT, 'SIGINT')):
+            self.signal_sources.append(GLib.unix_signal_add(
+                GLib.PRIORITY_HIGH, signum,
+                lambda name=name: self.stop(EXIT_STOPPED, 'asked to (%s)' % name) or True))
+
+    def stop(self, code, why):
+        """End the main loop with this exit code (from any thread); the first reason is logged."""
+        with self.lock:
+            first = self.why is None
+            self.code, self.why = code, why
         if first:
             log.info('stopping: %s', why)
-        poll_thread.halt()
-        loop.quit()
+        if self.poll_thread is not None:
+            self.poll_thread.halt()
+        self.loop.quit()
 
-    def soon(func):
-        def run():
-            with lock:
-                func()
-            return False
-        GLib.idle_add(run)
+    def close(self):
+        """Stop polling, take every meter off D-Bus (saving its energy totals) and let go of
+        the port, whichever step the driver got to."""
+        for source in self.signal_sources:
+            GLib.source_remove(source)
+        self.signal_sources = []
+        if self.poll_thread is not None:
+            self.poll_thread.stop()
+        for part in (self.ess_watch, self.poller, self.directions, self.connection, self.bus):
+            if part is not None:
+                part.close()
 
-    def serve_pending(most=50):
-        context = GLib.MainContext.default()
-        for _ in range(most):
-            if not context.iteration(False):
-                return
+    # -- the meters ----------------------------------------------------------------------------
 
-    try:
-        connection = dbus.SystemBus(private=True)
-    except dbus.DBusException as e:
-        log.error('cannot reach the system D-Bus (%s): no meter can be published', e)
-        log.info('stopping: no D-Bus')
-        bus.close()
-        return 1
-    directions = system.Directions(connection)
-    context = Context(port, args.config, version, Instances(schedule=soon), lock=lock,
-                      directions=lambda spec: directions.get(spec.vebus),
-                      stores=lambda ident, log: energy.EnergyStore(connection, ident,
-                                                                   logger=log),
-                      energy_for=lambda model: energy.PhaseEnergy(model.max_kw),
-                      on_start=lambda publisher: warn_if_unsigned_grid([publisher]))
-
-    def publish(spec, phases):
-        meter_log_ = meter_log(port, spec.addresses)
+    def publish(self, spec, phases):
+        """The Poller's publish(): a Publisher for a meter that answered, or None."""
+        from .publisher import Publisher
+        log_ = meter_log(self.port, spec.addresses)
         try:
-            publisher = Publisher(spec, phases, context, meter_log_)
+            return Publisher(spec, phases, self.context, log_)
         except Exception as e:      # a D-Bus failure must not take the other meters down
-            meter_log_.error('answers, but could not be published on D-Bus: %s', e)
+            log_.error('answers, but could not be published on D-Bus: %s', e)
             return None
-        return publisher
 
-    def found(address, model):
+    def found(self, address, model):
+        """The Poller's found(): a meter the map does not name gets a section of its own,
+        with a role that steers nothing."""
         from . import map_update    # here: the driver loads it only when it writes the map
-        if follower.current.mentions(port, address):
+        if self.follower.current.mentions(self.port, address):
             return None     # the map names it (in a section it left out): not ours to add
-        section = '%s:%d' % (port, address)
+        section = '%s:%d' % (self.port, address)
         role = roles.DEFAULT_ROLE[model.family]
         comments = {section: [line.replace('%d', str(address))
-                              for line in found_section(port, model, time.localtime())]}
+                              for line in found_section(self.port, model, time.localtime())]}
         try:
-            map_update.update_many(args.config, {section: {'role': role}}, comments)
+            map_update.update_many(self.config, {section: {'role': role}}, comments)
             sections = (section,)
         except map_update.MapWriteError as e:
-            meter_log(port, [address]).warning(
+            meter_log(self.port, [address]).warning(
                 'could not add it to the map (%s): published as %s; GUI changes to it are '
                 'refused until the map can be written', e, role)
             sections = ()
         return MeterSpec.single(address, role=role, sections=sections)
 
-    ess = {'value': None}
+    def on_ess(self, value):
+        """ESS's grid metering changed (0: on an external meter, 1: on the Multi, None)."""
+        with self.lock:
+            changed = value != self.ess
+            self.ess = value
+            if changed:
+                self.warn_if_unsigned_grid(self.poller.published)
 
-    def warn_if_unsigned_grid(publishers):
-        if ess['value'] != 0:
+    def warn_if_unsigned_grid(self, publishers):
+        if self.ess != 0:
             return
         for p in publishers:
             if p.role == 'grid' and p.spec.sign is None:
@@ -247,105 +374,81 @@ def main(argv=None):
                     'section; otherwise give it another role, or set Grid metering to '
                     'Inverter/Charger')
 
-    def on_ess(value):
-        with lock:
-            changed = value != ess['value']
-            ess['value'] = value
-            if changed:
-                warn_if_unsigned_grid(poller.published)
+    # -- the poll thread and the main loop -----------------------------------------------------
 
-    poller = Poller(bus, port, follower.current.meters_for(port), interval, publish, found,
-                    scan=scan, scan_timeout=args.scan_timeout)
-    try:
-        # D-Bus is served between the probes: a meter is on the bus, answering, at once
-        count = poller.start(deadline=started + PROBE_SECONDS, between=serve_pending)
-    except modbus.PortGone as e:
-        log.error('%s', e)
-        log.info('stopping: the serial port went away')
-        return 1
-    if count:
-        log.info('%d meter(s) published in %.1fs', count, time.monotonic() - started)
-    elif poller.answered:
-        log.error('%d meter(s) answered (address %s) but none could be published: see the '
-                  'lines above; the driver stays and tries again', len(poller.answered),
-                  ', '.join(map(str, sorted(poller.answered))))
-    elif pinned(bus.path):
-        # serial-starter restarts a pinned driver at once: exiting would only loop.
-        log.warning('no PZEM meter answered on %s yet; the port is pinned to this driver, so it '
-                    'stays and keeps looking', port)
-    else:
-        log.info('stopping: no PZEM meter answered on %s: exiting so serial-starter can try '
-                 'other drivers on this port', port)
-        poller.close()
-        bus.close()
-        return 2
-    ess_watch = system.EssGridMetering(connection, on_ess)
-
-    map_due = {'at': time.monotonic() + MAP_CHECK_SECONDS}
-    pending = set()     # what the poll thread handed to the main loop and is not done yet
-
-    def tick():
-        """The poll thread's tick (lock held): poll one meter. What creates or closes a D-Bus
-        connection (a probe that publishes a meter, an edited map) is handed to the main loop:
-        dbus-python must not set a connection up or take it down while the main loop may be
-        dispatching on it."""
-        slot_started = time.monotonic()
+    def tick(self):
+        """The poll thread's tick (lock held): poll one meter; the next slot's length. What
+        creates or closes a D-Bus connection (a probe that publishes a meter, an edited map)
+        is handed to the main loop: dbus-python must not set a connection up or take it down
+        while the main loop may be dispatching on it."""
+        slot_started = self.clock()
         try:
-            poller.poll_next()
-            if 'probe' not in pending and poller.wants_probe(slot_started):
-                hand_over('probe', lambda: poller.probe(slot_started))
+            self.poller.poll_next()
+            if 'probe' not in self.pending and self.poller.wants_probe(slot_started):
+                self.hand_over('probe', lambda: self.poller.probe(slot_started))
         except modbus.PortGone as e:
             log.error('%s', e)
-            stop(1, 'the serial port went away')
+            self.stop(EXIT_PORT, 'the serial port went away')
         except Exception:   # a bug must not end the polling of every meter silently
             log.exception('poll failed; going on')
         # The map is looked at from here, not from a timer of its own (one wake-up less);
         # only an edit wakes the main loop.
-        if slot_started >= map_due['at']:
-            map_due['at'] = slot_started + MAP_CHECK_SECONDS
-            if 'map' not in pending and follower.touched():
-                hand_over('map', check_map)
-        return poller.slot
+        if slot_started >= self.map_due:
+            self.map_due = slot_started + MAP_CHECK_SECONDS
+            if 'map' not in self.pending and self.follower.touched():
+                self.hand_over('map', self.check_map)
+        return self.poller.slot
 
-    def hand_over(what, func):
+    def check_map(self):
+        """Apply an edited map, when it can be used (main loop, lock held)."""
+        new = self.follower.changed()
+        if new is None:
+            return
+        log.info('map: %s changed: applying it', self.config)
+        self.poller.apply_map(new.meters_for(self.port))
+        if new.bus_options(self.port) != self.bus_options:
+            self.bus_options = new.bus_options(self.port)
+            log.info('map: the [bus] settings changed: they apply when the driver starts again '
+                     '(svc -t /service/dbus-pzem.%s)', self.port)
+
+    def hand_over(self, what, func):
+        """func from the main loop, soon; `what` stays pending until then (one of a kind)."""
+        self.pending.add(what)
+        self.soon(lambda: self._handed_over(what, func))
+
+    def _handed_over(self, what, func):
+        self.pending.discard(what)
+        try:
+            func()
+        except modbus.PortGone as e:
+            log.error('%s', e)
+            self.stop(EXIT_PORT, 'the serial port went away')
+        except Exception:
+            log.exception('%s failed; going on', what)
+
+    def soon(self, func):
+        """func from the main loop with the lock held, soon (any thread may ask)."""
+
         def run():
-            with lock:
-                pending.discard(what)
-                try:
-                    func()
-                except modbus.PortGone as e:
-                    log.error('%s', e)
-                    stop(1, 'the serial port went away')
-                except Exception:
-                    log.exception('%s failed; going on', what)
+            with self.lock:
+                func()
             return False
-        pending.add(what)
         GLib.idle_add(run)
 
-    applied = {'bus': the_map.bus_options(port)}
+    @staticmethod
+    def serve_pending(most=50):
+        """Let the main loop answer what waits (D-Bus calls), without blocking."""
+        context = GLib.MainContext.default()
+        for _ in range(most):
+            if not context.iteration(False):
+                return
 
-    def check_map():
-        new = follower.changed()
-        if new is not None:
-            log.info('map: %s changed: applying it', args.config)
-            poller.apply_map(new.meters_for(port))
-            if new.bus_options(port) != applied['bus']:
-                applied['bus'] = new.bus_options(port)
-                log.info('map: the [bus] settings changed: they apply when the driver starts '
-                         'again (svc -t /service/dbus-pzem.%s)', port)
 
-    poll_thread = PollThread(tick, lock, on_crash=lambda: stop(1, 'the poll loop failed'))
-    # The probe's readings are fresh: answer D-Bus first, poll again one slot later.
-    poll_thread.start(poller.slot)
-    for signum, name in ((signal.SIGTERM, 'SIGTERM'), (signal.SIGINT, 'SIGINT')):
-        GLib.unix_signal_add(GLib.PRIORITY_HIGH, signum,
-                             lambda name=name: stop(0, 'asked to (%s)' % name) or False)
-    try:
-        loop.run()
-    finally:
-        poll_thread.stop()
-        ess_watch.close()
-        poller.close()
-        directions.close()
-        bus.close()
-    return outcome['code']
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format='%(levelname)s %(message)s', stream=sys.stderr)
+    driver = Driver(args.tty, args.config, interval=args.interval, timeout=args.timeout,
+                    stopbits=args.stopbits, scan_timeout=args.scan_timeout,
+                    started=time.monotonic() - process_age())
+    return driver.run()
