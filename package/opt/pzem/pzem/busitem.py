@@ -13,7 +13,10 @@
 Wire contract (reference/venus-dbus.md section 1): '/' serves GetItems, GetValue, GetText and emits
 ItemsChanged; every path serves GetValue, GetText, SetValue and emits PropertiesChanged; an
 intermediate node such as '/Ac' answers GetValue/GetText with its subtree. One FallbackObject at '/'
-serves every path, so a service costs one Python object plus one small record per path.
+serves every path, so a service costs one Python object plus one small record per path. A path
+that is neither an item nor a node above one has no object, as in velib (one object per path): any
+method there is answered org.freedesktop.DBus.Error.UnknownObject, which gui-v2 takes as "no such
+path" (it asks every AC meter for GetMin/GetMax on /PowerGuard/... paths).
 """
 import contextlib
 
@@ -25,6 +28,7 @@ from dbus.exceptions import DBusException, NameExistsException
 from dbus.mainloop.glib import DBusGMainLoop
 
 BUSITEM = 'com.victronenergy.BusItem'
+UNKNOWN_OBJECT = 'org.freedesktop.DBus.Error.UnknownObject'
 INVALID_TEXT = '---'
 
 __all__ = ['BusItemService', 'NameExistsException', 'BUSITEM']
@@ -160,13 +164,17 @@ class BusItemService:
 
     # --- what the root object serves ---
 
+    def _has_object(self, path):
+        """Whether a velib service would have an object at path: the root, an item, a node."""
+        if path == '/' or path in self._items:
+            return True
+        prefix = path + '/'
+        return any(p.startswith(prefix) for p in self._items)
+
     def _subtree(self, path):
-        """[(key relative to path, item)] for every item below path; UnknownObject if none."""
+        """[(key relative to path, item)] for every item below path."""
         prefix = '/' if path == '/' else path + '/'
-        found = [(p[len(prefix):], item) for p, item in self._items.items() if p.startswith(prefix)]
-        if not found and path != '/':
-            raise _error('UnknownObject', 'no path %s in %s' % (path, self.name))
-        return found
+        return [(p[len(prefix):], item) for p, item in self._items.items() if p.startswith(prefix)]
 
     def _get_items(self):
         return {path: self._props(path) for path in self._items}
@@ -188,10 +196,7 @@ class BusItemService:
 
     def _set_value(self, path, wire_value):
         item = self._items.get(path)
-        if item is None:
-            self._subtree(path)  # raises UnknownObject for a path that is not a node either
-            return 1
-        if not item.writeable:
+        if item is None or not item.writeable:     # a node, or a read-only path
             return 1
         try:
             value = _plain(_unwrap(wire_value))
@@ -227,6 +232,18 @@ class _Root(dbus.service.FallbackObject):
     def __init__(self, service, bus):
         dbus.service.FallbackObject.__init__(self, bus, '/')
         self._service = service
+
+    def _message_cb(self, connection, message):
+        # dbus-python's dispatcher (the same in 1.2.16 and 1.3.x): answer for the objects a
+        # velib service would not have before it looks the method up (UnknownMethod otherwise).
+        if isinstance(message, dbus.lowlevel.MethodCallMessage) and \
+                not self._service._has_object(message.get_path()):
+            if not message.get_no_reply():
+                connection.send_message(dbus.lowlevel.ErrorMessage(
+                    message, UNKNOWN_OBJECT, 'no object at %s in %s (method %s)' % (
+                        message.get_path(), self._service.name, message.get_member())))
+            return
+        dbus.service.FallbackObject._message_cb(self, connection, message)
 
     @dbus.service.method(BUSITEM, out_signature='a{sa{sv}}', rel_path_keyword='path')
     def GetItems(self, path):
