@@ -266,10 +266,12 @@ class Publisher(object):
 
     def _ac_totals(self, values, readings, signs):
         signed = self.spec.sign is not None
+        # Without a direction, export is unknown (invalid), except where there is none.
+        unsigned_reverse = 0.0 if self.role in roles.NO_EXPORT else None
         forwards, reverses = [], []
         for (phase, meter) in self.phases:
             energy = meter.energy
-            reverse = energy.reverse if energy and signed else None
+            reverse = None if energy is None else energy.reverse if signed else unsigned_reverse
             values['/Ac/%s/Energy/Reverse' % phase] = _kwh(reverse)
             forwards.append(energy.forward if energy else None)
             reverses.append(reverse)
