@@ -172,6 +172,28 @@ def test_set_value_codes_and_callback(make_service, client, recorder):
     assert svc['/Position'] == 2 and type(svc['/Position']) is int
 
 
+def test_an_action_path_asks_on_every_write_and_stores_nothing(make_service, client, recorder):
+    asked = []
+
+    def on_change(path, value):
+        asked.append(value)
+        if value == 7:
+            svc[path] = 1       # the callback may show a state of its own
+        return value != 'refused'
+    svc = make_service(register=False)
+    svc.add_path('/Scan', 0, action=True, on_change=on_change)
+    svc.register()
+    assert client.set_value(NAME, '/Scan', 0) == 0       # equal to the value: asked all the same
+    assert client.set_value(NAME, '/Scan', 5) == 0
+    assert svc['/Scan'] == 0                               # not stored
+    assert client.set_value(NAME, '/Scan', 'refused') == 2
+    assert client.set_value(NAME, '/Scan', 7) == 0
+    assert svc['/Scan'] == 1 and client.get_value(NAME, '/Scan') == 1
+    assert asked == [0, 5, 'refused', 7]
+    with pytest.raises(ValueError):
+        svc.add_path('/Other', 0, action=True)            # an action needs its callback
+
+
 def test_set_value_waits_for_the_services_lock(address, client):
     # The driver's poll thread holds the lock during a tick: a write from the GUI is handled
     # after it, on_change and the change together.

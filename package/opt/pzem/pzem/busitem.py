@@ -55,13 +55,17 @@ class BusItemService:
         self._registered = False
         self._root = _Root(self, bus)
 
-    def add_path(self, path, value, text=None, writeable=False, on_change=None):
+    def add_path(self, path, value, text=None, writeable=False, on_change=None, action=False):
         """text: a format string ('{:.1f} V') or callable(value) -> str; default str(value).
-        on_change(path, value) -> bool is asked before an outside SetValue is accepted."""
+        on_change(path, value) -> bool is asked before an outside SetValue is accepted.
+        action=True: a request, not a setting: on_change is asked on every write, an equal
+        value too, and the written value is not stored (on_change sets the path if it wants)."""
         if path == '/' or path in self._items:
             raise ValueError('path %r is the root or already added' % path)
+        if action and on_change is None:
+            raise ValueError('action path %r needs on_change' % path)
         dbus.ObjectPath(path)    # raises ValueError for an invalid object path
-        self._items[path] = _Item(_plain(value), text, writeable, on_change)
+        self._items[path] = _Item(_plain(value), text, writeable or action, on_change, action)
         if self._depth:
             self._before[path] = _NEW
         elif self._registered:
@@ -202,6 +206,8 @@ class BusItemService:
             value = _plain(_unwrap(wire_value))
         except TypeError:
             return 1
+        if item.action:
+            return 0 if item.on_change(path, value) else 2
         if _same(item.value, value):
             return 0
         if item.on_change is not None and not item.on_change(path, value):
@@ -217,13 +223,14 @@ class BusItemService:
 
 
 class _Item:
-    __slots__ = ('value', 'text', 'writeable', 'on_change')
+    __slots__ = ('value', 'text', 'writeable', 'on_change', 'action')
 
-    def __init__(self, value, text, writeable, on_change):
+    def __init__(self, value, text, writeable, on_change, action=False):
         self.value = value
         self.text = text
         self.writeable = writeable
         self.on_change = on_change
+        self.action = action
 
 
 class _Root(dbus.service.FallbackObject):
