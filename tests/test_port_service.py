@@ -152,6 +152,7 @@ def test_identity_and_meters_as_the_page_reads_them(port, client):
     assert pump_meter['Voltage'] == INVALID and pump_meter['Service'] == ''
     # the port's tallies are the meters' sums
     assert (v['/Errors/NoReply'], v['/Errors/BadFrame'], v['/Errors/Implausible']) == (2, 1, 4)
+    assert (v['/Counts/Listed'], v['/Counts/Answering']) == (3, 2)
     assert v['/Scan'] == 0 and v['/ScanProgress'] == INVALID and v['/Pinned'] == 0
     assert v['/Action/State'] == IDLE and v['/Action/Sequence'] == 0
 
@@ -182,6 +183,7 @@ def test_a_meter_gone_goes_invalid_and_comes_back(port, source, client):
     gone = client.get_value(NAME, '/Meters/3')
     assert all(value == INVALID for value in gone.values()), gone
     assert client.get_value(NAME, '/Errors/Implausible') == 0
+    assert client.get_value(NAME, '/Counts/Listed') == 2
     source.statuses.append(wind._replace(state=SILENT, reason='no reply'))
     port.refresh()
     assert client.get_value(NAME, '/Meters/3/State') == SILENT

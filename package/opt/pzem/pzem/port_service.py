@@ -80,6 +80,8 @@ class PortService(object):
             for _, name in ERROR_NAMES:
                 svc.add_path('/Errors/' + name, 0)
             svc.add_path('/Errors/EnergyDropped', 0)
+            svc.add_path('/Counts/Listed', 0)
+            svc.add_path('/Counts/Answering', 0)
             svc.add_path('/Action/Sequence', 0)
             svc.add_path('/Action/Name', '')
             svc.add_path('/Action/Address', None)
@@ -135,6 +137,8 @@ class PortService(object):
             for kind, name in ERROR_NAMES:
                 svc['/Errors/' + name] = totals[kind]
             svc['/Errors/EnergyDropped'] = dropped
+            svc['/Counts/Listed'] = len(statuses)
+            svc['/Counts/Answering'] = sum(1 for s in statuses.values() if s.state == ANSWERING)
             for address in set(self._listed) | set(statuses):
                 self._publish_meter(address, statuses.get(address))
 
