@@ -43,7 +43,11 @@ Page {
 						? qsTrId("pzem_meters_searching").arg(Math.round(progressItem.value || 0))
 						: qsTrId("pzem_meters_search_button")
 				interactive: busyItem.value !== 1
-				onClicked: scanItem.setValue(1)
+				onClicked: Global.dialogLayer.open(confirmDialog, {
+					"title": qsTrId("pzem_meters_search_confirm"),
+					"description": qsTrId("pzem_meters_search_confirm_text"),
+					"confirmedAction": function() { scanItem.setValue(1) }
+				})
 			}
 
 			SectionHeader {

@@ -10,7 +10,7 @@ the requests. Every written value is checked here first; a refused write returns
 and says why in /Action/Message. A request the source takes on runs on; the source calls
 `done(ok, sentence)` when it has finished (from any thread), and /Action/* report it. One request
 at a time: while one runs (/Action/State 1) others are refused and /Action/* keep reporting it.
-The paths are listed in README.md ("The driver's D-Bus paths for other clients").
+The paths are listed in README.md ("The driver's own service per port").
 """
 import logging
 

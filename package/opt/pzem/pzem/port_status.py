@@ -55,7 +55,7 @@ def from_publisher(publisher):
     role = publisher.role
     statuses = []
     for phase, meter in publisher.phases:
-        values = _published(svc, publisher.family, role, phase)
+        values = _published(svc, publisher.family, phase)
         energy = meter.energy
         statuses.append(MeterStatus(
             address=meter.address,
@@ -70,7 +70,7 @@ def from_publisher(publisher):
     return statuses
 
 
-def _published(svc, family, role, phase):
+def _published(svc, family, phase):
     if svc is None:
         return {}
     if family == 'ac':
