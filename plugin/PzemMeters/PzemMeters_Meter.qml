@@ -46,10 +46,7 @@ Page {
 	VeQuickItem { id: resetItem; uid: root.meterUid + "/ResetEnergy" }
 	VeQuickItem { id: busyItem; uid: root.portUid + "/Action/State" }
 
-	Component {
-		id: confirmDialog
-		PzemMeters_Confirm { }
-	}
+	PzemMeters_Confirmer { id: confirmer }
 
 	GradientListView {
 		model: VisibleItemModel {
@@ -147,7 +144,9 @@ Page {
 				preferredVisible: root.answering
 				interactive: busyItem.value !== 1
 				onSelectorAccepted: function(newValue) {
-					Global.dialogLayer.open(confirmDialog, {
+					// the picker shows the meter's address until the meter answers at another
+					newAddress.value = Qt.binding(function() { return root.address })
+					confirmer.ask({
 						//% "Give the meter at address %1 the address %2?"
 						"title": qsTrId("pzem_meters_set_address_confirm").arg(root.address).arg(newValue),
 						//% "The meter is written between polls and checked at its new address; the map follows it. The page then shows it at its new address."
@@ -164,7 +163,7 @@ Page {
 				secondaryText: qsTrId("pzem_meters_reset_button")
 				preferredVisible: root.answering
 				interactive: busyItem.value !== 1
-				onClicked: Global.dialogLayer.open(confirmDialog, {
+				onClicked: confirmer.ask({
 					//% "Reset the meter's energy counter?"
 					"title": qsTrId("pzem_meters_reset_confirm"),
 					//% "The meter's own counter goes back to 0. The energy totals on this GX and in VRM keep counting up from where they are."

@@ -17,10 +17,7 @@ Page {
 	VeQuickItem { id: progressItem; uid: root.portUid + "/ScanProgress" }
 	VeQuickItem { id: busyItem; uid: root.portUid + "/Action/State" }
 
-	Component {
-		id: confirmDialog
-		PzemMeters_Confirm { }
-	}
+	PzemMeters_Confirmer { id: confirmer }
 
 	GradientListView {
 		id: meterList
@@ -43,7 +40,7 @@ Page {
 						? qsTrId("pzem_meters_searching").arg(Math.round(progressItem.value || 0))
 						: qsTrId("pzem_meters_search_button")
 				interactive: busyItem.value !== 1
-				onClicked: Global.dialogLayer.open(confirmDialog, {
+				onClicked: confirmer.ask({
 					"title": qsTrId("pzem_meters_search_confirm"),
 					"description": qsTrId("pzem_meters_search_confirm_text"),
 					"confirmedAction": function() { scanItem.setValue(1) }
@@ -83,7 +80,9 @@ Page {
 			preferredVisible: model.item.value === 0
 			interactive: busyItem.value !== 1
 			onSelectorAccepted: function(newValue) {
-				Global.dialogLayer.open(confirmDialog, {
+				// the picker shows the meter's address until the meter answers at another
+				entry.value = Qt.binding(function() { return entry.address })
+				confirmer.ask({
 					"title": qsTrId("pzem_meters_set_address_confirm").arg(entry.address).arg(newValue),
 					"description": qsTrId("pzem_meters_set_address_confirm_text"),
 					"confirmedAction": function() { setAddressItem.setValue(newValue) }

@@ -22,10 +22,7 @@ Page {
 	VeQuickItem { id: exceptionItem; uid: root.portUid + "/Errors/Exception" }
 	VeQuickItem { id: implausibleItem; uid: root.portUid + "/Errors/Implausible" }
 
-	Component {
-		id: confirmDialog
-		PzemMeters_Confirm { }
-	}
+	PzemMeters_Confirmer { id: confirmer }
 
 	GradientListView {
 		id: meterList
@@ -53,7 +50,7 @@ Page {
 						//% "Search"
 						: qsTrId("pzem_meters_search_button")
 				interactive: busyItem.value !== 1
-				onClicked: Global.dialogLayer.open(confirmDialog, {
+				onClicked: confirmer.ask({
 					//% "Look for meters on every address?"
 					"title": qsTrId("pzem_meters_search_confirm"),
 					//% "The driver asks all 247 addresses, between its polls: about a minute. Meters it finds are published and added to the map."
@@ -74,7 +71,7 @@ Page {
 						//% "Not pinned: pin"
 						: qsTrId("pzem_meters_not_pinned")
 				interactive: busyItem.value !== 1
-				onClicked: Global.dialogLayer.open(confirmDialog, {
+				onClicked: confirmer.ask({
 					"title": pinnedItem.value === 1
 							//% "Unpin %1?"
 							? qsTrId("pzem_meters_unpin_confirm").arg(portItem.value)
