@@ -14,6 +14,7 @@ from pzem.busitem import BusItemService, NameExistsException
 NAME = 'com.victronenergy.grid.pzem_ttyUSB0_1'
 INVALID = dbus.Array([], signature='i')
 UNKNOWN_OBJECT = 'org.freedesktop.DBus.Error.UnknownObject'
+UNKNOWN_METHOD = 'org.freedesktop.DBus.Error.UnknownMethod'
 
 
 @pytest.fixture
@@ -116,8 +117,25 @@ def test_unknown_paths_and_get_items_off_root(make_service, client):
     assert error_name(lambda: client.get_value(NAME, '/Nope')) == UNKNOWN_OBJECT
     assert error_name(lambda: client.get_text(NAME, '/Ac/Pow')) == UNKNOWN_OBJECT  # not a node
     assert error_name(lambda: client.set_value(NAME, '/Nope', 1)) == UNKNOWN_OBJECT
-    assert error_name(lambda: client.call(NAME, '/Ac/Power', 'GetItems')) == \
-        'org.freedesktop.DBus.Error.UnknownMethod'
+    assert error_name(lambda: client.call(NAME, '/Ac/Power', 'GetItems')) == UNKNOWN_METHOD
+
+
+def test_any_method_at_a_path_without_object_is_unknown_object_as_in_velib(make_service,
+                                                                           client):
+    """gui-v2 asks every AC meter for GetMin/GetMax on /PowerGuard/... and ignores only
+    UnknownObject: what libdbus answers for a velib service, which has no object there."""
+    meter(make_service)
+    for path in ('/PowerGuard/L1/Power', '/Ac/L1/Power/Extra', '/Ac/L'):
+        for method in ('GetMin', 'GetMax', 'GetItems', 'GetValue'):
+            assert error_name(lambda: client.call(NAME, path, method)) == UNKNOWN_OBJECT
+    assert error_name(lambda: client.call(NAME, '/PowerGuard', 'Introspect',
+                                          interface='org.freedesktop.DBus.Introspectable')) == \
+        UNKNOWN_OBJECT
+    # where velib has an object (the root, a node, a path), a method it lacks stays UnknownMethod
+    for path in ('/', '/Ac/L1', '/Ac/L1/Power'):
+        assert error_name(lambda: client.call(NAME, path, 'GetMin')) == UNKNOWN_METHOD
+    assert client.get_value(NAME, '/Ac/L1/Power') == 12.5     # and the rest still answers
+    assert client.set_value(NAME, '/Ac/L1', 1) == 1            # a node is not writable
 
 
 # --- SetValue ------------------------------------------------------------------------------
@@ -152,6 +170,28 @@ def test_set_value_codes_and_callback(make_service, client, recorder):
 
     assert client.set_value(NAME, '/Position', 2) == 0
     assert svc['/Position'] == 2 and type(svc['/Position']) is int
+
+
+def test_an_action_path_asks_on_every_write_and_stores_nothing(make_service, client, recorder):
+    asked = []
+
+    def on_change(path, value):
+        asked.append(value)
+        if value == 7:
+            svc[path] = 1       # the callback may show a state of its own
+        return value != 'refused'
+    svc = make_service(register=False)
+    svc.add_path('/Scan', 0, action=True, on_change=on_change)
+    svc.register()
+    assert client.set_value(NAME, '/Scan', 0) == 0       # equal to the value: asked all the same
+    assert client.set_value(NAME, '/Scan', 5) == 0
+    assert svc['/Scan'] == 0                               # not stored
+    assert client.set_value(NAME, '/Scan', 'refused') == 2
+    assert client.set_value(NAME, '/Scan', 7) == 0
+    assert svc['/Scan'] == 1 and client.get_value(NAME, '/Scan') == 1
+    assert asked == [0, 5, 'refused', 7]
+    with pytest.raises(ValueError):
+        svc.add_path('/Other', 0, action=True)            # an action needs its callback
 
 
 def test_set_value_waits_for_the_services_lock(address, client):

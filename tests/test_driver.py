@@ -66,6 +66,7 @@ def test_every_path_type_and_value(rig):
     v = {path: item['Value'] for path, item in items.items()}
     assert v['/Mgmt/ProcessName'] == 'dbus-pzem'
     assert v['/Mgmt/Connection'] == 'Modbus RTU ttyPZEM0:1'
+    assert v['/Pzem/Port'] == 'ttyPZEM0'      # its port's service: com.victronenergy.pzem.ttyPZEM0
     assert isinstance(v['/DeviceInstance'], dbus.Int32) and v['/DeviceInstance'] == 40
     assert isinstance(v['/Connected'], dbus.Int32) and v['/Connected'] == 1
     assert isinstance(v['/ProductId'], dbus.Int32) and v['/ProductId'] == 0xFFFF

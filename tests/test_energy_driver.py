@@ -365,7 +365,10 @@ def test_default_and_new_roles(tmp_path):
             assert items['/IsGenericEnergyMeter']['Value'] == 1, name
             assert isinstance(items['/IsGenericEnergyMeter']['Value'], dbus.Int32)
             assert items['/Position']['Value'] == position, name
-            assert invalid(items['/Ac/Energy/Reverse']['Value'])
+            # these roles only consume: export is a known 0, as Victron's meters publish it
+            for path in ('/Ac/Energy/Reverse', '/Ac/L1/Energy/Reverse'):
+                assert items[path]['Value'] == 0.0, (name, path)
+                assert isinstance(items[path]['Value'], dbus.Double), (name, path)
         assert rig.value(ev, '/Role') == 'evcharger'
         rig.wait_value(dc, '/History/EnergyOut', approx(0.5))
         assert '/IsGenericEnergyMeter' not in rig.items(dc)

@@ -2,6 +2,7 @@
 install, upgrade, remove (opkg's script order, emulated: no opkg client here), firmware update
 and boot hook, and PzemMeter/setup with and without SetupHelper. Nothing touches the real /."""
 import io
+import json
 import os
 import re
 import subprocess
@@ -24,6 +25,9 @@ RULE = 'data/conf/serial-starter.d/zz-pzem.conf'
 PINS = 'data/conf/pzem-udev.rules'
 PINS_RULES = 'etc/udev/rules.d/zz-pzem.rules'
 PZEMCTL = 'usr/bin/pzemctl'
+PLUGIN_SRC = 'opt/pzem/gui-v2/PzemMeters.json'
+PLUGIN = 'data/apps/available/venus-pzem/gui-v2/PzemMeters.json'
+PLUGIN_LINK = 'data/apps/enabled/venus-pzem'
 HOOK_LINE = ('[ -x /data/pzem/install/pzem-install.sh ] && /data/pzem/install/pzem-install.sh boot'
              ' || true ' + HOOK_MARK)
 
@@ -135,7 +139,7 @@ def test_data_archive_is_the_package_folder_owned_by_root(builds):
         assert entries[path][0] == '-rwxr-xr-x', path
     assert entries['./data/conf/pzem.conf'][0] == '-rw-r--r--'
     # every file of package/ but CONTROL, nothing a working tree collects, plus the inner ipk
-    expected = {'./opt/pzem/venus-pzem.ipk', './opt/pzem/LICENSE'}
+    expected = {'./opt/pzem/venus-pzem.ipk', './opt/pzem/LICENSE', './' + PLUGIN_SRC}
     for top, dirs, files in os.walk(os.path.join(REPO, 'package')):
         dirs[:] = [d for d in dirs if d not in ('CONTROL', '__pycache__') and not d.startswith('.')]
         for name in files:
@@ -319,7 +323,45 @@ def test_fresh_install(gx, builds):
     with open(EXAMPLE_MAP) as f:
         assert gx.read('data/conf/pzem.conf') == f.read()
     assert not gx.exists(PINS_RULES)
+    assert_plugin_installed(gx)
     assert gx.tool_calls() == []
+
+
+def assert_plugin_installed(device):
+    """The gui-v2 plugin in /data/apps, enabled by a relative link (it holds in a folder as root
+    and on the GX), the same file as the package's."""
+    assert device.read(PLUGIN) == device.read(PLUGIN_SRC)
+    assert json.loads(device.read(PLUGIN))['name'] == 'PzemMeters'
+    assert os.readlink(device.path(PLUGIN_LINK)) == '../available/venus-pzem'
+    assert os.path.samefile(device.path(PLUGIN_LINK + '/gui-v2/PzemMeters.json'),
+                            device.path(PLUGIN))
+    assert device.mode(PLUGIN) == 0o644
+
+
+def test_the_boot_hook_puts_the_gui_plugin_back_and_drops_an_old_one(gx, builds):
+    FakeOpkg(gx).install(builds['v1']['ipk'])
+    os.unlink(gx.path(PLUGIN_LINK))                 # disabled by hand, or an older version's
+    gx.write('data/apps/available/venus-pzem/gui-v2/OldName.json', '{}')
+    gx.write(PLUGIN, '{"name": "PzemMeters", "version": "0.9"}')
+    gx.run_boot_hook()
+    assert_plugin_installed(gx)
+    assert not gx.exists('data/apps/available/venus-pzem/gui-v2/OldName.json')
+    assert 'GUI plugin installed again' in gx.read('data/log/pzem-install.log')
+    settled = gx.snapshot(skip=('data/log',))
+    gx.run_boot_hook()
+    assert gx.snapshot(skip=('data/log',)) == settled
+
+
+def test_the_gui_plugin_leaves_other_apps_alone(gx, builds):
+    gx.write('data/apps/available/OtherApp/gui-v2/OtherApp.json', '{}')
+    os.makedirs(gx.path('data/apps/enabled'))
+    os.symlink('../available/OtherApp', gx.path('data/apps/enabled/OtherApp'))
+    opkg = FakeOpkg(gx)
+    opkg.install(builds['v1']['ipk'])
+    assert_plugin_installed(gx)
+    opkg.remove()
+    assert not gx.exists(PLUGIN_LINK) and not gx.exists('data/apps/available/venus-pzem')
+    assert gx.read('data/apps/enabled/OtherApp/gui-v2/OtherApp.json') == '{}'
 
 
 def test_pzemctl_is_a_command_on_the_path(gx, builds, tmp_path):
@@ -409,7 +451,7 @@ def test_remove_takes_out_what_it_added_and_keeps_the_users_work(gx, builds):
     opkg.remove()
     assert opkg.calls == [('prerm', 'remove'), ('postrm', 'remove')]
     for gone in (TEMPLATE, RULE, PINS_RULES, 'data/pzem', 'opt/pzem', 'data/conf/pzem.conf-opkg',
-                 PZEMCTL):
+                 PZEMCTL, 'data/apps'):
         assert not gx.exists(gone), gone
     assert gx.read('data/rc.local') == USER_RC_LOCAL
     assert gx.read('data/conf/serial-starter.d/dbus-serialbattery.conf') == SERIALBATTERY_CONF

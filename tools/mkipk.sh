@@ -6,6 +6,7 @@
 # The version comes from package/opt/pzem/VERSION, the maintainer from MAINTAINER (the options
 # override them, for tests); both go into the control file and PzemMeter/ReadMe. File times
 # are SOURCE_DATE_EPOCH, else the last commit's time, so two builds of one commit are identical.
+# The gui-v2 UI plugin is built into /opt/pzem/gui-v2/PzemMeters.json (tools/mkplugin.sh).
 # The ipk carries a copy of itself without that copy (/opt/pzem/venus-pzem.ipk): the installer keeps
 # it in /data to put the add-on back after a firmware update.
 set -eu
@@ -97,6 +98,8 @@ build_ipk() {
 data="$work/data"
 copy_clean "$top/package" "$data"
 printf '%s\n' "$version" > "$data/opt/pzem/VERSION"
+mkdir "$data/opt/pzem/gui-v2"
+sh "$top/tools/mkplugin.sh" "$data/opt/pzem/gui-v2/PzemMeters.json" "$version" "$epoch" >/dev/null
 cp "$top/LICENSE" "$data/opt/pzem/LICENSE"
 
 mkdir "$work/control"

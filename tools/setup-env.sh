@@ -11,10 +11,15 @@ done
 for pc in dbus-1 glib-2.0 gobject-introspection-1.0 cairo; do
     pkg-config --exists "$pc" 2>/dev/null || need_apt=yes
 done
+# Qt 6's tools for the gui-v2 plugin (tools/mkplugin.sh) and its QML check (tests/test_gui_plugin.py)
+for tool in /usr/lib/qt6/bin/lupdate /usr/lib/qt6/bin/lrelease /usr/lib/qt6/libexec/rcc \
+    /usr/lib/qt6/bin/qmllint; do
+    [ -x "$tool" ] || need_apt=yes
+done
 if [ -n "$need_apt" ]; then
     if ! command -v apt-get >/dev/null 2>&1; then
         echo "setup-env: this needs Debian or Ubuntu (apt-get) to install dbus, socat and the build" \
-            "headers; elsewhere install those and python3-venv yourself and run it again" >&2
+            "headers and Qt 6's tools; elsewhere install those and python3-venv yourself and run it again" >&2
         exit 1
     fi
     as_root=(env DEBIAN_FRONTEND=noninteractive)
@@ -25,10 +30,11 @@ if [ -n "$need_apt" ]; then
         fi
         as_root=(sudo "${as_root[@]}")
     fi
-    echo "setup-env: installing Debian packages (dbus, socat, build headers) as: ${as_root[*]} apt-get"
+    echo "setup-env: installing Debian packages (dbus, socat, build headers, Qt 6 tools) as: ${as_root[*]} apt-get"
     "${as_root[@]}" apt-get update -qq
     "${as_root[@]}" apt-get install -y -qq dbus socat pkg-config gcc binutils dpkg libdbus-1-dev libglib2.0-dev \
-        libgirepository1.0-dev libcairo2-dev python3-venv python3-dev >/dev/null
+        libgirepository1.0-dev libcairo2-dev python3-venv python3-dev \
+        qt6-l10n-tools qt6-base-dev-tools qt6-declarative-dev-tools >/dev/null
 fi
 
 make_venv() {  # make_venv DIR REQUIREMENTS

@@ -1,7 +1,7 @@
 #!/bin/sh
 # The one installer of venus-pzem, shared by the opkg maintainer scripts, PzemMeter/setup and the boot hook.
 #
-#   configure              postinst: template, serial-starter rule, udev pins, boot hook, copy in /data
+#   configure              postinst: template, serial-starter rule, udev pins, GUI plugin, boot hook, copy in /data
 #   remove                 prerm remove: stops the drivers and takes out everything configure added
 #   pins                   installs /data/conf/pzem-udev.rules again (pzemctl pin calls this)
 #   rule                   composes the serial-starter rule again (after another add-on changed its own)
@@ -18,6 +18,7 @@ INSTALL_DIR=$(cd "$(dirname "$0")" && pwd)
 . "$INSTALL_DIR/udev-pins.sh"
 . "$INSTALL_DIR/rc-local.sh"
 . "$INSTALL_DIR/ipk.sh"
+. "$INSTALL_DIR/gui-plugin.sh"
 
 # preinst install set aside a map no package owned (kept after a remove, or after a firmware update).
 restore_kept_map() {
@@ -66,6 +67,7 @@ configure() {
     restart=no
     if install_template; then restart=yes; fi
     keep_for_restore
+    install_plugin || true
     add_hook
     if install_pins; then
         reload_udev
@@ -84,6 +86,7 @@ remove_addon() {
     if remove_rule; then restart_serial_starter; fi
     if remove_pins; then reload_udev; fi
     remove_hook
+    remove_plugin
     rm -rf "$KEEP_DIR"
     # opkg leaves the new example beside a map the user changed; the user's map stays.
     rm -f "$MAP-opkg" "$R/data/log/pzem-install.log"
@@ -104,11 +107,13 @@ boot() {
             return 0
         fi
     fi
-    # Present: only follow the other add-ons that changed their aliases since.
+    # Present: only follow the other add-ons that changed their aliases since, and put the GUI
+    # plugin back if something took it away.
     if update_rule; then
         log "$(date): serial-starter rule composed again"
         restart_serial_starter
     fi
+    if install_plugin; then log "$(date): GUI plugin installed again"; fi
 }
 
 case "${1:-}" in

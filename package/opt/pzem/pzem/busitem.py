@@ -13,7 +13,10 @@
 Wire contract (reference/venus-dbus.md section 1): '/' serves GetItems, GetValue, GetText and emits
 ItemsChanged; every path serves GetValue, GetText, SetValue and emits PropertiesChanged; an
 intermediate node such as '/Ac' answers GetValue/GetText with its subtree. One FallbackObject at '/'
-serves every path, so a service costs one Python object plus one small record per path.
+serves every path, so a service costs one Python object plus one small record per path. A path
+that is neither an item nor a node above one has no object, as in velib (one object per path): any
+method there is answered org.freedesktop.DBus.Error.UnknownObject, which gui-v2 takes as "no such
+path" (it asks every AC meter for GetMin/GetMax on /PowerGuard/... paths).
 """
 import contextlib
 
@@ -25,6 +28,7 @@ from dbus.exceptions import DBusException, NameExistsException
 from dbus.mainloop.glib import DBusGMainLoop
 
 BUSITEM = 'com.victronenergy.BusItem'
+UNKNOWN_OBJECT = 'org.freedesktop.DBus.Error.UnknownObject'
 INVALID_TEXT = '---'
 
 __all__ = ['BusItemService', 'NameExistsException', 'BUSITEM']
@@ -51,13 +55,17 @@ class BusItemService:
         self._registered = False
         self._root = _Root(self, bus)
 
-    def add_path(self, path, value, text=None, writeable=False, on_change=None):
+    def add_path(self, path, value, text=None, writeable=False, on_change=None, action=False):
         """text: a format string ('{:.1f} V') or callable(value) -> str; default str(value).
-        on_change(path, value) -> bool is asked before an outside SetValue is accepted."""
+        on_change(path, value) -> bool is asked before an outside SetValue is accepted.
+        action=True: a request, not a setting: on_change is asked on every write, an equal
+        value too, and the written value is not stored (on_change sets the path if it wants)."""
         if path == '/' or path in self._items:
             raise ValueError('path %r is the root or already added' % path)
+        if action and on_change is None:
+            raise ValueError('action path %r needs on_change' % path)
         dbus.ObjectPath(path)    # raises ValueError for an invalid object path
-        self._items[path] = _Item(_plain(value), text, writeable, on_change)
+        self._items[path] = _Item(_plain(value), text, writeable or action, on_change, action)
         if self._depth:
             self._before[path] = _NEW
         elif self._registered:
@@ -160,13 +168,17 @@ class BusItemService:
 
     # --- what the root object serves ---
 
+    def _has_object(self, path):
+        """Whether a velib service would have an object at path: the root, an item, a node."""
+        if path == '/' or path in self._items:
+            return True
+        prefix = path + '/'
+        return any(p.startswith(prefix) for p in self._items)
+
     def _subtree(self, path):
-        """[(key relative to path, item)] for every item below path; UnknownObject if none."""
+        """[(key relative to path, item)] for every item below path."""
         prefix = '/' if path == '/' else path + '/'
-        found = [(p[len(prefix):], item) for p, item in self._items.items() if p.startswith(prefix)]
-        if not found and path != '/':
-            raise _error('UnknownObject', 'no path %s in %s' % (path, self.name))
-        return found
+        return [(p[len(prefix):], item) for p, item in self._items.items() if p.startswith(prefix)]
 
     def _get_items(self):
         return {path: self._props(path) for path in self._items}
@@ -188,15 +200,14 @@ class BusItemService:
 
     def _set_value(self, path, wire_value):
         item = self._items.get(path)
-        if item is None:
-            self._subtree(path)  # raises UnknownObject for a path that is not a node either
-            return 1
-        if not item.writeable:
+        if item is None or not item.writeable:     # a node, or a read-only path
             return 1
         try:
             value = _plain(_unwrap(wire_value))
         except TypeError:
             return 1
+        if item.action:
+            return 0 if item.on_change(path, value) else 2
         if _same(item.value, value):
             return 0
         if item.on_change is not None and not item.on_change(path, value):
@@ -212,13 +223,14 @@ class BusItemService:
 
 
 class _Item:
-    __slots__ = ('value', 'text', 'writeable', 'on_change')
+    __slots__ = ('value', 'text', 'writeable', 'on_change', 'action')
 
-    def __init__(self, value, text, writeable, on_change):
+    def __init__(self, value, text, writeable, on_change, action=False):
         self.value = value
         self.text = text
         self.writeable = writeable
         self.on_change = on_change
+        self.action = action
 
 
 class _Root(dbus.service.FallbackObject):
@@ -227,6 +239,18 @@ class _Root(dbus.service.FallbackObject):
     def __init__(self, service, bus):
         dbus.service.FallbackObject.__init__(self, bus, '/')
         self._service = service
+
+    def _message_cb(self, connection, message):
+        # dbus-python's dispatcher (the same in 1.2.16 and 1.3.x): answer for the objects a
+        # velib service would not have before it looks the method up (UnknownMethod otherwise).
+        if isinstance(message, dbus.lowlevel.MethodCallMessage) and \
+                not self._service._has_object(message.get_path()):
+            if not message.get_no_reply():
+                connection.send_message(dbus.lowlevel.ErrorMessage(
+                    message, UNKNOWN_OBJECT, 'no object at %s in %s (method %s)' % (
+                        message.get_path(), self._service.name, message.get_member())))
+            return
+        dbus.service.FallbackObject._message_cb(self, connection, message)
 
     @dbus.service.method(BUSITEM, out_signature='a{sa{sv}}', rel_path_keyword='path')
     def GetItems(self, path):

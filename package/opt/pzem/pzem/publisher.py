@@ -14,6 +14,7 @@ from . import models, roles, settings
 from .busitem import BusItemService
 from .map_syntax import MAX_NAME
 from .meter import ERROR_KINDS
+from .port_status import port_ident
 
 PRODUCT_ID = 0xFFFF     # no Victron-assigned id; 0xFFFF is velib's "unknown product"
 ENERGY_DIRECTION = {'dcsource': 'Out', 'dcload': 'In', 'dcsystem': 'In'}
@@ -147,6 +148,7 @@ class Publisher(object):
         svc.add_path('/FirmwareVersion', None)
         svc.add_path('/HardwareVersion', None)
         svc.add_path('/Serial', self.ident)
+        svc.add_path('/Pzem/Port', port_ident(self.port))   # its port's service (port_service)
         svc.add_path('/Connected', 0)
         svc.add_path('/CustomName', spec.name or '', writeable=True, on_change=self._on_name)
         svc.add_path('/Role', role, writeable=True, on_change=self._on_role)
@@ -285,10 +287,12 @@ class Publisher(object):
 
     def _ac_totals(self, values, readings, signs):
         signed = self.spec.sign is not None
+        # Without a direction, export is unknown (invalid), except where there is none.
+        unsigned_reverse = 0.0 if self.role in roles.NO_EXPORT else None
         forwards, reverses = [], []
         for (phase, meter) in self.phases:
             energy = meter.energy
-            reverse = energy.reverse if energy and signed else None
+            reverse = None if energy is None else energy.reverse if signed else unsigned_reverse
             values['/Ac/%s/Energy/Reverse' % phase] = _kwh(reverse)
             forwards.append(energy.forward if energy else None)
             reverses.append(reverse)

@@ -13,6 +13,10 @@ FAMILY_ROLES = {'ac': AC_ROLES, 'dc': DC_ROLES}
 # ESS would act on (reference/venus-dbus.md 9.1).
 DEFAULT_ROLE = {'ac': 'acload', 'dc': 'dcsource'}
 
+# Roles whose meter only ever sees consumption: their reverse (export) energy is 0, a number, as
+# Victron's own meters publish it (gui-v2's em-acload mock: /Ac/Energy/Reverse 0), not invalid.
+NO_EXPORT = ('acload', 'evcharger', 'heatpump')
+
 # The original PZEM driver's names: role plus a fixed pvinverter position.
 ALIASES = {'inverter0': ('pvinverter', 0), 'inverter': ('pvinverter', 1)}
 
