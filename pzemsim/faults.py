@@ -27,18 +27,22 @@ OPTIONS = {
 
 
 class Faults:
-    def __init__(self):
+    """The faults in force. `options`: {kind: {option: default}} of the faults it knows (the
+    meters' by default; the network front has its own)."""
+
+    def __init__(self, options=None):
+        self._options = OPTIONS if options is None else options
         self._active = {}                   # kind -> [remaining (None = until cleared), options]
 
     def inject(self, kind, count=None, **options):
-        if kind not in OPTIONS:
-            raise ValueError('unknown fault %r; known: %s' % (kind, ', '.join(KINDS)))
-        unknown = set(options) - set(OPTIONS[kind])
+        if kind not in self._options:
+            raise ValueError('unknown fault %r; known: %s' % (kind, ', '.join(self._options)))
+        unknown = set(options) - set(self._options[kind])
         if unknown:
             raise ValueError('fault %r takes no option %s' % (kind, ', '.join(sorted(unknown))))
         if count is not None and count < 1:
             raise ValueError('count must be at least 1 (or None: until cleared)')
-        settings = dict(OPTIONS[kind])
+        settings = dict(self._options[kind])
         settings.update(options)
         self._active[kind] = [count, settings]
 
