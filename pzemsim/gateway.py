@@ -95,7 +95,7 @@ class Gateway:
     def url(self):
         return '%s://%s:%d' % (self.kind, self.host, self.port)
 
-    # -- control ---------------------------------------------------------------------------------
+    # -- control ------------------------------------------------------------------------------
 
     def start(self):
         """Listen (again) on host:port and serve. After unplug(), the connections that were open
@@ -114,6 +114,7 @@ class Gateway:
         except OSError:
             listener.close()
             raise
+        listener.setblocking(False)
         self.port = listener.getsockname()[1]
         self._listener = listener
         self._wake = os.pipe()
@@ -173,7 +174,8 @@ class Gateway:
         self.stop()
 
     def _halt(self):
-        """Stop the serving thread and the listener; the connections stay as they are."""
+        """Stop the serving thread and the listener; the connections stay as they are (those
+        still in the listener's backlog too)."""
         if self._thread is None:
             return
         self._stopping = True
@@ -183,6 +185,8 @@ class Gateway:
         for fd in self._wake:
             os.close(fd)
         self._wake = None
+        while self._accept():
+            pass
         self._listener.close()
         self._listener = None
         self._timers, self._queue, self._asking, self._last_due = [], [], None, {}
@@ -197,6 +201,8 @@ class Gateway:
         done.wait()
 
     def _cut(self, reset):
+        while self._accept():
+            pass                            # connected, not accepted yet: open all the same
         for sock in list(self._clients):
             self._drop_client(sock, reset)
             self.stats['cuts'] += 1
@@ -206,7 +212,7 @@ class Gateway:
             sock.close()
         self._stall = []
 
-    # -- serving ---------------------------------------------------------------------------------
+    # -- serving ------------------------------------------------------------------------------
 
     def _serve(self):
         while not self._stopping:
@@ -243,14 +249,16 @@ class Gateway:
         heapq.heappush(self._timers, (due, next(self._sequence), function, args))
 
     def _accept(self):
+        """Take one connection from the backlog; False when there was none."""
         try:
             sock, _ = self._listener.accept()
         except OSError:
-            return
+            return False
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._clients[sock] = b''
         self.stats['connections'] += 1
+        return True
 
     def _drop_client(self, sock, reset=False):
         self._clients.pop(sock, None)
@@ -305,7 +313,7 @@ class Gateway:
             return True
         return False
 
-    # -- the wire ---------------------------------------------------------------------------------
+    # -- the wire -----------------------------------------------------------------------------
 
     def _open_serial(self):
         if self._serial is None:
@@ -352,7 +360,7 @@ class Gateway:
         else:
             self.stats['stray_bytes'] += len(data)
 
-    # -- Modbus TCP ---------------------------------------------------------------------------------
+    # -- Modbus TCP ---------------------------------------------------------------------------
 
     def _mbtcp_requests(self, sock):
         buffer = self._clients[sock]

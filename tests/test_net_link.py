@@ -72,7 +72,7 @@ def test_bad_gateway_urls_get_one_sentence(url, says):
     assert says in str(error.value)
 
 
-# -- meters through both kinds -------------------------------------------------------------------
+# -- meters through both kinds ----------------------------------------------------------------
 
 def test_both_kinds_hand_on_the_bytes_the_meter_put_on_the_wire(meters, raw_port, gateway,
                                                                   net_link):
@@ -98,7 +98,7 @@ def test_many_requests_in_a_row(meters, gateway, net_link, kind):
 
 
 def test_modbus_tcp_gateway_says_when_the_meter_does_not_answer(meters, gateway, net_link):
-    link = net_link(gateway(meters, 'mbtcp', rtu_timeout=0.05))
+    link = net_link(gateway(meters, 'mbtcp'))
     reply = ask(link, request_frame(9, 0x04, 0, 10), 5)
     with pytest.raises(ExceptionReply) as error:
         check_reply(request_frame(9, 0x04, 0, 10), reply, 10)
@@ -126,7 +126,7 @@ def test_a_transparent_gateway_passes_what_the_wire_carries_garbled_too(meters, 
         check_reply(READ_AC, ask(link, READ_AC, 25), 10)
 
 
-# -- what a network does wrong -----------------------------------------------------------------
+# -- what a network does wrong ----------------------------------------------------------------
 
 @pytest.mark.parametrize('kind', KINDS)
 def test_refused(meters, gateway, net_link, kind):
@@ -287,7 +287,7 @@ def test_discard_input_keeps_a_modbus_tcp_stream_in_step():
         link.close()
 
 
-# -- the link as the exchange uses it --------------------------------------------------------------
+# -- the link as the exchange uses it ---------------------------------------------------------
 
 @pytest.mark.parametrize('kind', KINDS)
 def test_closed_link(meters, gateway, net_link, kind):
@@ -329,7 +329,7 @@ def test_the_simulators_gateway_is_only_on_loopback(meters):
         assert front.port in listening_sockets(host='0100007F')
 
 
-# -- helpers -------------------------------------------------------------------------------------
+# -- helpers ----------------------------------------------------------------------------------
 
 def crc_bytes(hex_frame):
     from pzem.rtu import crc16
