@@ -37,7 +37,7 @@ class NotModbus(ConnectionError):
     closed the connection."""
 
 
-# -- names and addresses ------------------------------------------------------------------------
+# -- names and addresses ----------------------------------------------------------------------
 
 def default_name(host, port):
     """A port name for a gateway the map does not name, the same for the same host and port:
@@ -70,7 +70,7 @@ def link_for(url, name=None, **options):
     return LINKS[kind](host, port, name=name, **options)
 
 
-# -- the links ----------------------------------------------------------------------------------
+# -- the links --------------------------------------------------------------------------------
 
 class TcpLink:
     """A transparent gateway: RTU bytes through a TCP connection, both ways, as they are.
@@ -138,7 +138,7 @@ class TcpLink:
         except OSError:
             pass        # gone: the next send or receive says so
 
-    # -- the socket -----------------------------------------------------------------------------
+    # -- the socket ---------------------------------------------------------------------------
 
     def _opened(self):
         """Called once connected: state of the kind."""
