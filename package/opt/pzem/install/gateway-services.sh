@@ -1,9 +1,9 @@
 # Sourced by pzem-install.sh: one supervised driver service per gateway of the meter map, and the watcher that follows the map.
 #
-# The services live in /run and are linked into /service, both volatile: configure and the boot hook make them
-# from the map, so nothing of them is on the root filesystem and a firmware update needs nothing more. The
-# watcher (service pzem-gateways: a shell loop, no Python while the map is unchanged) runs sync_gateways
-# within WATCH_SECONDS of a change to the map.
+# The services live in /run and are linked into /service, both volatile: configure and the boot hook
+# make them from the map, so nothing of them is on the root filesystem and a firmware update needs
+# nothing more. The watcher (service pzem-gateways: a shell loop, no Python while the map is
+# unchanged) runs sync_gateways within WATCH_SECONDS of a change to the map.
 
 GATEWAY_SERVICES="$R/run/pzem/services"
 SERVICE_DIR="$R/service"
@@ -20,11 +20,12 @@ map_sum() {
     cksum < "$MAP" 2>/dev/null || echo none
 }
 
-# write_service NAME RUN-COMMAND LOG-NAME: the service folder under /run, linked into /service; status 0 = changed.
+# write_service NAME COMMAND LOG-NAME: its folder in /run, linked into /service; status 0 = changed.
 write_service() {
     dir="$GATEWAY_SERVICES/$1"
     mkdir -p "$dir/log"
-    printf '#!/bin/sh\n# venus-pzem: made from the meter map by pzem-install.sh at every boot; do not edit.\nexec 2>&1\nexec %s\n' \
+    printf '#!/bin/sh\n%s\nexec 2>&1\nexec %s\n' \
+        '# venus-pzem: made from the meter map by pzem-install.sh at every boot; do not edit.' \
         "$2" > "$dir/run.pzem-tmp"
     printf '#!/bin/sh\nexec multilog t s25000 n4 /var/log/%s\n' "$3" > "$dir/log/run.pzem-tmp"
     service_changed=1
@@ -52,8 +53,8 @@ remove_service() {
     rm -rf "${GATEWAY_SERVICES:?}/$1"
 }
 
-# One service dbus-pzem.NAME per gateway the map declares, none for the others. Status 1 when the map
-# cannot be read: then the services stay as they are.
+# One service dbus-pzem.NAME per gateway the map declares, none for the others. Status 1 when the
+# map cannot be read: then the services stay as they are.
 sync_gateways() {
     sum=$(map_sum)
     mkdir -p "$GATEWAY_SERVICES"
@@ -72,7 +73,8 @@ $wanted
 EOF
     for dir in "$GATEWAY_SERVICES"/dbus-pzem.*; do
         name="${dir##*/dbus-pzem.}"
-        if [ -d "$dir" ] && ! printf '%s\n' "$wanted" | awk -v n="$name" '$1 == n { f = 1 } END { exit !f }'; then
+        if [ -d "$dir" ] && ! printf '%s\n' "$wanted" | awk -v n="$name" '$1 == n { f = 1 }
+                END { exit !f }'; then
             remove_service "dbus-pzem.$name"
             log "gateway $name: no longer in the map, service dbus-pzem.$name removed"
         fi
@@ -80,7 +82,8 @@ EOF
     printf '%s\n' "$sum" > "$SYNCED"
 }
 
-# configure and the boot hook: the services, and the watcher (restarted: it may run an older installer).
+# configure and the boot hook: the services, and the watcher (restarted: it may run an older
+# installer).
 install_gateway_services() {
     sync_gateways || true
     if ! write_service "$WATCHER" "/opt/pzem/install/pzem-install.sh watch-gateways" "$WATCHER" \
@@ -98,7 +101,8 @@ remove_gateway_services() {
 
 # The watcher's loop: two short forks (cksum, sleep) per round; Python only when the map changed.
 watch_gateways() {
-    log "following $MAP: a gateway added, changed or removed there gets its service within $WATCH_SECONDS s"
+    log "following $MAP: a gateway added, changed or removed there gets its service" \
+        "within $WATCH_SECONDS s"
     while :; do
         synced=""
         if [ -f "$SYNCED" ]; then read -r synced < "$SYNCED" || true; fi

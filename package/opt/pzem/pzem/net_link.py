@@ -195,7 +195,9 @@ class TcpLink:
 
 
 class ModbusTcpLink(TcpLink):
-    """A Modbus TCP to RTU gateway: requests out as Modbus TCP, replies back as RTU frames."""
+    """A Modbus TCP to RTU gateway: requests out as Modbus TCP, replies back as RTU frames. It takes
+    the serial settings as TcpLink does (the map's [bus:NAME] is passed as for any port) and needs
+    none of them: the gateway keeps the wire's timing."""
 
     kind = 'mbtcp'
 
