@@ -1,13 +1,20 @@
-"""python -m pzemsim --link /tmp/pzem/ttyPZEM0 --meter 1:ac --meter 3:dc [--wire-time] [--vary]"""
+"""python -m pzemsim --link /tmp/pzem/ttyPZEM0 --meter 1:ac --meter 3:dc [--wire-time] [--vary]
+                    [--tcp PORT] [--mbtcp PORT] [--delay SECONDS]"""
 
 import argparse
+import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 
 from .bus import LinkTaken, SimBus
+from .gateway import Gateway
 from .meters import AcMeter, DcMeter
 from .vary import LoadVariation
+
+GATEWAYS = (('tcp', 'transparent gateway'), ('mbtcp', 'Modbus TCP gateway'))
 
 FAMILIES = {'ac': AcMeter, 'dc': DcMeter}
 
@@ -44,12 +51,26 @@ def baudrate(text):
     return value
 
 
+def tcp_port(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError('%r: expected a TCP port from 0 (any free one) to 65535'
+                                         % text)
+    return value
+
+
 def parse(argv):
-    parser = argparse.ArgumentParser(prog='python -m pzemsim',
-                                     description='Simulate PZEM meters on a pseudo-terminal.')
-    parser.add_argument('--link', required=True,
+    parser = argparse.ArgumentParser(
+        prog='python -m pzemsim',
+        description='Simulate PZEM meters on a pseudo-terminal, and behind RS-485 network '
+        'gateways on 127.0.0.1.')
+    parser.add_argument('--link',
                         help='path to create as the serial port (a symlink to the pty); an '
-                        'existing file, folder or live link there is refused, not replaced')
+                        'existing file, folder or live link there is refused, not replaced. '
+                        'Optional with --tcp or --mbtcp (a private one is made then)')
     parser.add_argument('--meter', action='append', type=meter_spec, default=[],
                         metavar='ADDRESS:ac|dc', help='a meter on the bus (repeat for more)')
     parser.add_argument('--wire-time', action='store_true',
@@ -60,10 +81,23 @@ def parse(argv):
     parser.add_argument('--stopbits', type=int, choices=(1, 2), default=2)
     parser.add_argument('--vary', action='store_true',
                         help='let loads change slowly and energy count up')
+    parser.add_argument('--tcp', type=tcp_port, metavar='PORT',
+                        help='a transparent gateway to the meters on 127.0.0.1:PORT (0: any free '
+                        'port, printed)')
+    parser.add_argument('--mbtcp', type=tcp_port, metavar='PORT',
+                        help='a Modbus TCP gateway to the meters on 127.0.0.1:PORT')
+    parser.add_argument('--delay', type=seconds, default=0.0, metavar='SECONDS',
+                        help='seconds the gateways add to each round trip (e.g. 0.005, 0.05)')
     args = parser.parse_args(argv)
     if not args.meter:
         parser.error('give at least one --meter')
+    if args.link is None and args.tcp is None and args.mbtcp is None:
+        parser.error('give --link, or a gateway with --tcp or --mbtcp')
     return args
+
+
+class Unusable(Exception):
+    """A port or gateway the simulator cannot set up; the message is one sentence."""
 
 
 def main(argv=None):
@@ -71,34 +105,63 @@ def main(argv=None):
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    bus = SimBus(args.link, wire_time=args.wire_time, turnaround=args.turnaround,
-                 baudrate=args.baudrate, stopbits=args.stopbits)
-    for meter in args.meter:
-        bus.add(meter)
-    variation = LoadVariation(bus.meters) if args.vary else None
+    wanted = [(kind, getattr(args, kind)) for kind, _ in GATEWAYS
+              if getattr(args, kind) is not None]
+    wires = tempfile.mkdtemp(prefix='pzemsim-') if wanted else None
+    buses, gateways = [], []
     try:
-        bus.start()
-    except LinkTaken as error:
-        print('pzemsim: %s' % error, file=sys.stderr)
-        return 1
-    except OSError as error:
-        print('pzemsim: cannot make the port %s: %s' % (args.link, error.strerror or error),
-              file=sys.stderr)
-        return 1
-    try:
-        if variation:
-            variation.start()
-        print('pzemsim: %s -> %s: %s; Ctrl-C stops' % (
-            args.link, bus.device,
-            ', '.join('%s at %d' % (m.model, m.address) for m in bus.meters)), flush=True)
+        if args.link:
+            buses.append(start_bus(args, args.link))
+        for kind, port in wanted:
+            # each gateway has a wire of its own to the same meters: one master per wire
+            buses.append(start_bus(args, os.path.join(wires, kind)))
+            gateways.append(start_gateway(buses[-1], kind, port, args.delay))
+        variation = LoadVariation(args.meter).start() if args.vary else None
+        meters = ', '.join('%s at %d' % (m.model, m.address) for m in args.meter)
+        if args.link:
+            print('pzemsim: %s -> %s: %s; Ctrl-C stops' % (args.link, buses[0].device, meters),
+                  flush=True)
+        for gateway in gateways:
+            print('pzemsim: %s (%s%s): %s; Ctrl-C stops' % (
+                gateway.url, dict(GATEWAYS)[gateway.kind],
+                ', %g s added to each round trip' % args.delay if args.delay else '', meters),
+                flush=True)
         while not stop.wait(1.0):
             pass
         if variation:
             variation.stop()
+    except Unusable as error:
+        print('pzemsim: %s' % error, file=sys.stderr)
+        return 1
     finally:
-        bus.stop()
-    print('pzemsim: stopped, %s removed' % args.link, flush=True)
+        for gateway in gateways:
+            gateway.stop()
+        for bus in buses:
+            bus.stop()
+        if wires:
+            shutil.rmtree(wires, ignore_errors=True)
+    print('pzemsim: stopped%s' % (', %s removed' % args.link if args.link else ''), flush=True)
     return 0
+
+
+def start_bus(args, link):
+    bus = SimBus(link, wire_time=args.wire_time, turnaround=args.turnaround,
+                 baudrate=args.baudrate, stopbits=args.stopbits)
+    for meter in args.meter:
+        bus.add(meter)
+    try:
+        return bus.start()
+    except LinkTaken as error:
+        raise Unusable(str(error))
+    except OSError as error:
+        raise Unusable('cannot make the port %s: %s' % (link, error.strerror or error))
+
+
+def start_gateway(bus, kind, port, delay):
+    try:
+        return Gateway(bus, kind, port=port, delay=delay).start()
+    except OSError as error:
+        raise Unusable('cannot listen on 127.0.0.1:%d: %s' % (port, error.strerror or error))
 
 
 if __name__ == '__main__':

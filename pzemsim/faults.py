@@ -50,21 +50,26 @@ class Timed(tuple):
 
 
 class Faults:
-    def __init__(self, rng):
+    """The faults in force. `rng` draws which requests a fault with a share strikes;
+    `options`: {kind: {option: default}} of the faults it knows (the meters' by default; the
+    network front has its own)."""
+
+    def __init__(self, rng=None, options=None):
         self._rng = rng
+        self._options = OPTIONS if options is None else options
         self._active = {}       # kind -> [remaining (None = no limit), options, share or None]
 
     def inject(self, kind, count=None, share=None, **options):
-        if kind not in OPTIONS:
-            raise ValueError('unknown fault %r; known: %s' % (kind, ', '.join(KINDS)))
-        unknown = set(options) - set(OPTIONS[kind])
+        if kind not in self._options:
+            raise ValueError('unknown fault %r; known: %s' % (kind, ', '.join(self._options)))
+        unknown = set(options) - set(self._options[kind])
         if unknown:
             raise ValueError('fault %r takes no option %s' % (kind, ', '.join(sorted(unknown))))
         if count is not None and count < 1:
             raise ValueError('count must be at least 1 (or None: until cleared)')
-        if share is not None and not 0.0 < share <= 1.0:
+        if share is not None and (self._rng is None or not 0.0 < share <= 1.0):
             raise ValueError('share must be more than 0 and at most 1 (of the requests)')
-        settings = dict(OPTIONS[kind])
+        settings = dict(self._options[kind])
         settings.update(options)
         self._active[kind] = [count, settings, share]
 

@@ -6,6 +6,8 @@
 #   pins                   installs /data/conf/pzem-udev.rules again (pzemctl pin calls this)
 #   rule                   composes the serial-starter rule again (after another add-on changed its own)
 #   boot                   the /data/rc.local hook: puts the add-on back when a firmware update removed it
+#   gateways               makes the gateway services again from the meter map (a driver per gateway)
+#   watch-gateways         the loop of the service pzem-gateways: gateways follows the map's changes
 #   install-ipk IPK        opkg install, or opkg's work done here where there is no opkg
 #   uninstall-ipk [IPK]    opkg remove, or the same without opkg
 #
@@ -19,6 +21,7 @@ INSTALL_DIR=$(cd "$(dirname "$0")" && pwd)
 . "$INSTALL_DIR/rc-local.sh"
 . "$INSTALL_DIR/ipk.sh"
 . "$INSTALL_DIR/gui-plugin.sh"
+. "$INSTALL_DIR/gateway-services.sh"
 
 # preinst install set aside a map no package owned (kept after a remove, or after a firmware update).
 restore_kept_map() {
@@ -76,11 +79,13 @@ configure() {
     if update_rule; then restart=yes; fi
     if [ "$restart" = yes ]; then restart_serial_starter; fi
     for_each_driver -t
+    install_gateway_services
     say_next_steps
 }
 
 remove_addon() {
     for_each_driver -d
+    remove_gateway_services
     remount_rw
     remove_template
     if remove_rule; then restart_serial_starter; fi
@@ -107,13 +112,14 @@ boot() {
             return 0
         fi
     fi
-    # Present: only follow the other add-ons that changed their aliases since, and put the GUI
-    # plugin back if something took it away.
+    # Present: only follow the other add-ons that changed their aliases since, put the GUI
+    # plugin back if something took it away, and make the gateway services.
     if update_rule; then
         log "$(date): serial-starter rule composed again"
         restart_serial_starter
     fi
     if install_plugin; then log "$(date): GUI plugin installed again"; fi
+    install_gateway_services
 }
 
 case "${1:-}" in
@@ -128,6 +134,8 @@ pins)
     ;;
 rule) if update_rule; then restart_serial_starter; fi ;;
 boot) boot ;;
+gateways) sync_gateways ;;
+watch-gateways) watch_gateways ;;
 install-ipk)
     [ $# -eq 2 ] || die "usage: $0 install-ipk IPK"
     take_lock
@@ -139,7 +147,7 @@ uninstall-ipk)
     ;;
 *)
     echo "usage: $0 COMMAND, one of:" >&2
-    sed -n '4,10s/^#//p' "$0" >&2
+    sed -n '4,12s/^#//p' "$0" >&2
     exit 2
     ;;
 esac

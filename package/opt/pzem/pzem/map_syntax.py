@@ -4,7 +4,8 @@ An INI-like text: `[header]` lines, `key = value` lines, comments. The rules:
 - `#` and `;` start a comment: a whole line, or inline where they open the value or follow
   whitespace. So `name = Pump#2` keeps its `#`; to keep " #" in a value, quote it:
   `name = "Pump #2"` (the value ends at the first `"` that only a comment or blanks follow).
-- Headers: `[N]` (a meter on every port), `[PORT:N]` (on that port only), `[bus]`, `[bus:PORT]`.
+- Headers: `[N]` (a meter on every port), `[PORT:N]` (on that port only), `[bus]`, `[bus:PORT]`,
+  `[gateway:NAME]` (an RS-485 network gateway; NAME is its port name, as in `[NAME:N]`).
 - Every value is read by the parser its key names in VALUES; a parser returns the value or
   raises Bad with the message for the user. A value that is usable but was changed (a name cut to
   the GUI's limit) raises Changed, carrying the value to use and the warning.
@@ -18,6 +19,7 @@ from .rtu import MAX_ADDRESS, MIN_ADDRESS
 METER_KEYS = ('role', 'position', 'monitor_mode', 'name', 'model', 'group', 'phase', 'sign',
               'vebus')
 BUS_KEYS = ('interval', 'baudrate', 'stopbits', 'parity', 'timeout', 'local_echo', 'scan')
+GATEWAY_KEYS = ('host', 'port', 'kind')
 PHASES = ('L1', 'L2', 'L3')
 MAX_NAME = 32           # the GUI's CustomName limit
 MAX_BYTES = 256 * 1024  # a map is a few hundred bytes; anything this big is not one
@@ -28,6 +30,9 @@ _KEY = re.compile(r'\s*([^\s=:]+)\s*[=:]\s*')
 _AFTER_QUOTE = re.compile(r'\s*(?:[#;].*)?$')
 _PORT = re.compile(r'[A-Za-z][A-Za-z0-9_.-]*$')
 _GROUP = re.compile(r'[\w-]{1,32}$')
+_GATEWAY_NAME = re.compile(r'[A-Za-z][A-Za-z0-9_-]{0,31}$')
+_LABEL = r'[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?'
+_HOST_NAME = re.compile(r'(?=.{1,253}$)%s(?:\.%s)*\.?$' % (_LABEL, _LABEL))
 _INT = re.compile(r'-?[0-9]+$')
 _NUMBER = re.compile(r'(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$')
 _MODEL = re.compile(r'(?:pzem[-_ ]?)?(?:(016|014|004t(?:[-_ ]?v?3(?:\.0)?)?)|(017|003))$', re.I)
@@ -91,6 +96,11 @@ def section_ident(header):
     first, colon, rest = (part.strip() for part in header.partition(':'))
     if first.lower() == 'bus':
         return ('bus', _port(rest) if colon else None)
+    if first.lower() == 'gateway':
+        if not colon:
+            raise Bad('a gateway section is [gateway:NAME], e.g. [gateway:garage]: the name is '
+                      'its port name, as in [garage:3]')
+        return ('gateway', _gateway_name(rest))
     if colon:
         return ('meter', _port(first), address(rest))
     return ('meter', None, address(first))
@@ -108,6 +118,8 @@ def header_ident(line):
 
 
 def section_text(ident):
+    if ident[0] == 'gateway':
+        return 'gateway:%s' % ident[1]
     if ident[0] == 'bus':
         return 'bus' if ident[1] is None else 'bus:%s' % ident[1]
     return str(ident[2]) if ident[1] is None else '%s:%d' % (ident[1], ident[2])
@@ -137,6 +149,16 @@ def address(text):
             show(text), text, value, '' if MIN_ADDRESS <= value <= MAX_ADDRESS else
             ', out of range: %s' % span))
     raise Bad('%s is not an address: %s' % (show(text), span))
+
+
+def _gateway_name(text):
+    if not _GATEWAY_NAME.match(text):
+        raise Bad('gateway name %s: use up to 32 letters, digits, _ and -, starting with a letter'
+                  % show(text))
+    if text.lower().startswith('tty') or text.lower() in ('bus', 'gateway'):
+        raise Bad('gateway name %s would be taken for %s: choose another' % (
+            show(text), 'a serial port' if text.lower().startswith('tty') else 'a section kind'))
+    return text
 
 
 # -- values: each parser takes the text as written ------------------------------------------------
@@ -233,6 +255,33 @@ def _vebus(text):
     return int(text)
 
 
+def _host(text):
+    if '://' in text or '/' in text:
+        raise Bad("give the gateway's host name or IP address only; its port goes in port =, "
+                  "tcp or mbtcp in kind =")
+    address = text[1:-1] if text.startswith('[') and text.endswith(']') else text
+    if ':' in address:
+        import socket       # here: only an IPv6 address needs it
+        try:
+            socket.inet_pton(socket.AF_INET6, address)
+            return address
+        except (OSError, ValueError):
+            pass
+        host, _, port = text.rpartition(':')
+        if re.match('[0-9]+$', port) and ':' not in host:
+            raise Bad('give the port on a line of its own: port = %s' % port)
+        raise Bad('%s is not an IPv6 address' % show(text))
+    if not _HOST_NAME.match(address):
+        raise Bad('%s is not a host name or IP address' % show(text))
+    return address
+
+
+def _tcp_port(text):
+    if not re.match('[0-9]+$', text) or not 1 <= int(text) <= 65535:
+        raise Bad('%s is not a TCP port (1..65535)' % show(text))
+    return int(text)
+
+
 def seconds(text, key, allow_zero):
     """A finite number of seconds (above 0, or 0 and more)."""
     if not _NUMBER.match(text) or not math.isfinite(float(text)) or \
@@ -262,6 +311,12 @@ VALUES = {
                                 'odd': 'O'}, 'N, E or O'),
     'local_echo': Choice('local_echo', _YES_NO, 'yes or no'),
     'scan': Choice('scan', _YES_NO, 'yes or no (look for meters the map does not name)'),
+    'host': _host,
+    'port': _tcp_port,
+    'kind': Choice('kind', {'tcp': 'tcp', 'transparent': 'tcp', 'mbtcp': 'mbtcp',
+                            'modbustcp': 'mbtcp', 'modbus-tcp': 'mbtcp'},
+                   'tcp (a transparent gateway: RTU frames pass as they are) or mbtcp (Modbus '
+                   'TCP to RTU)'),
 }
 
 

@@ -16,6 +16,9 @@ may surprise (a '#' that ended a name early) is a note in MeterMap.notes. Resolu
 - Sections sharing a `group` (each with its `phase`) are one meter: role, position, name and sign
   given once or the same in every section; all on one port; PZEM-016 only.
 - A section that is present but left out still hides a plain `[N]` on its port.
+- `[gateway:NAME]` declares an RS-485 network gateway (host, port, kind): NAME is its port name,
+  so `[NAME:N]` and `[bus:NAME]` are its meters' and its wire's sections. MeterMap.gateways()
+  lists them for the installer, which makes one driver service per gateway.
 """
 import collections
 import errno
@@ -28,6 +31,7 @@ from . import map_syntax, roles, tty
 from .map_syntax import Bad, Changed, show
 
 DEFAULT_PATH = '/data/conf/pzem.conf'
+MODBUS_TCP_PORT = 502   # a Modbus TCP gateway's port unless the map says otherwise
 
 
 _SPEC_FIELDS = ('phases', 'role', 'position', 'name', 'monitor_mode', 'model', 'sign', 'vebus',
@@ -73,6 +77,18 @@ class MeterSpec(namedtuple('MeterSpec', _SPEC_FIELDS,
         return self.role is None or roles.family_of(self.role) == family
 
 
+class GatewaySpec(namedtuple('GatewaySpec', ('name', 'kind', 'host', 'port', 'line'))):
+    """A gateway the map declares: its name (the port name of its meters), kind ('tcp':
+    transparent, 'mbtcp': Modbus TCP to RTU), host, TCP port and the line of its header."""
+    __slots__ = ()
+
+    @property
+    def url(self):
+        """What the driver is started with: tcp://HOST:PORT or mbtcp://HOST:PORT."""
+        host = '[%s]' % self.host if ':' in self.host else self.host
+        return '%s://%s:%d' % (self.kind, host, self.port)
+
+
 class MeterMap:
     """A parsed map. Ports are bare tty names; a /dev path is accepted too."""
 
@@ -85,6 +101,7 @@ class MeterMap:
         self._bus = {}          # port or None -> {key: value}
         self._notes = []        # (line, note)
         self._port_sections = []    # every readable section written for one port
+        self._gateways = []     # GatewaySpec, in file order
         self.left_out = set()   # identities of sections that are present but not used
 
     @property
@@ -154,6 +171,10 @@ class MeterMap:
                 keys = [k for k in plain.values if k not in section.values]
                 found.append(((section.header, section.line), (plain.header, plain.line), keys))
         return found
+
+    def gateways(self):
+        """The gateways the map declares and that are fine, in file order."""
+        return list(self._gateways)
 
     def bus_options(self, port):
         """Serial and scan settings given for `port`: only the keys that were set, parsed."""
@@ -304,7 +325,8 @@ def _read_value(the_map, section, number, key_as_written, text, after):
     """One 'key = value' line; `after` is what follows the value on the line (a comment)."""
     key = key_as_written.lower()
     kind = section.ident[0]
-    known = map_syntax.METER_KEYS if kind == 'meter' else map_syntax.BUS_KEYS
+    known = {'meter': map_syntax.METER_KEYS, 'bus': map_syntax.BUS_KEYS,
+             'gateway': map_syntax.GATEWAY_KEYS}[kind]
     if key not in known:
         shown = show(key_as_written, quote=False)
         the_map._add(number, 'unknown key, ignored%s; %s keys are %s' % (
@@ -372,17 +394,18 @@ def _resolve(sections, the_map):
                 _get(s, 'sign'), _get(s, 'vebus'), sections=(s.header,), line=s.line)
     for name, members in groups.items():
         _resolve_group(the_map, name, members)
+    _resolve_gateways(the_map, [s for s in sections
+                                if s.ident and not s.skip and s.ident[0] == 'gateway'])
     for s in meters:
         if s.ident[1:] not in the_map._meters:     # left out: the meter is published as found
             the_map.left_out.add(s.ident)
             the_map._meters[s.ident[1:]] = MeterSpec.single(s.ident[2], sections=(s.header,),
                                                             line=s.line)
     for s in sections:
-        if s.ident and not s.skip and s.ident[0] == 'bus':
-            if s.ok:
-                the_map._bus[s.ident[1]] = {k: v for k, (v, _) in s.values.items()}
-            else:
-                the_map.left_out.add(s.ident)
+        if s.ident and not s.skip and s.ident[0] == 'bus' and s.ok:
+            the_map._bus[s.ident[1]] = {k: v for k, (v, _) in s.values.items()}
+        elif s.ident and not s.skip and s.ident[0] in ('bus', 'gateway') and not s.ok:
+            the_map.left_out.add(s.ident)
 
 
 def _get(section, key):
@@ -512,3 +535,29 @@ def _resolve_group(the_map, name, members):
         tuple(s.header for s in members), min(s.line for s in members))
     for s in members:
         the_map._meters[s.ident[1:]] = spec
+
+
+def _resolve_gateways(the_map, sections):
+    """A gateway needs its host and kind, a transparent one its port; one host and port, one
+    gateway."""
+    used = {}
+    for s in sections:
+        kind, port = _get(s, 'kind'), _get(s, 'port')
+        if s.ok and 'host' not in s.values:
+            _fail(the_map, s, s.line, None, 'a gateway needs its host = NAME or IP address')
+        if s.ok and kind is None:
+            _fail(the_map, s, s.line, None, 'a gateway needs its kind = tcp (transparent: RTU '
+                  'frames pass as they are) or mbtcp (Modbus TCP to RTU)')
+        if s.ok and kind == 'tcp' and port is None:
+            _fail(the_map, s, s.line, None, 'a transparent gateway needs its port = N (its TCP '
+                  'server port, e.g. 8899 on an Elfin EW11)')
+        if not s.ok:
+            continue
+        spec = GatewaySpec(s.ident[1], kind, _get(s, 'host'), port or MODBUS_TCP_PORT, s.line)
+        where = (spec.host.lower(), spec.port)
+        if where in used:
+            _fail(the_map, s, s.line, None, 'the same host and port as [gateway:%s] on line %d'
+                  % (used[where].name, used[where].line))
+            continue
+        used[where] = spec
+        the_map._gateways.append(spec)

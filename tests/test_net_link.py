@@ -1,0 +1,358 @@
+"""The network links (pzem.net_link) through the simulator's network front on 127.0.0.1: real
+sockets, the simulated meters behind a transparent and a Modbus TCP gateway, and what a network
+does wrong: a refused or timed-out connect, a name that does not resolve, a dropped connection, a
+peer that does not speak Modbus, replies with another transaction id."""
+
+import os
+import socket
+import time
+
+import pytest
+
+from gateway_fixtures import ask, gateway, net_link, receive_reply, wait_readable  # noqa: F401
+from sim_fixtures import exchange, raw_port, sim_bus  # noqa: F401 (pytest fixtures)
+from pzem.net_link import (ModbusTcpLink, NotModbus, TcpLink, default_name, link_for,
+                           parse_url)
+from pzem.rtu import (BadFrame, ExceptionReply, PortGone, check_reply, request_frame)
+from pzemsim import AcMeter, DcMeter
+from pzemsim.gateway import Gateway
+
+READ_AC = request_frame(1, 0x04, 0, 10)
+READ_DC = request_frame(3, 0x04, 0, 8)
+KINDS = ('tcp', 'mbtcp')
+
+
+@pytest.fixture
+def meters(sim_bus):
+    return sim_bus(AcMeter(1, voltage=231.0, power=420.0), DcMeter(3, voltage=13.4))
+
+
+# -- names ------------------------------------------------------------------------------------
+
+def test_names_for_messages_services_and_sections():
+    named = TcpLink('ew11-garage.local', 8899, name='garage')
+    assert (named.name, named.where) == ('garage', 'gateway garage (ew11-garage.local:8899)')
+    assert named.url == 'tcp://ew11-garage.local:8899'
+    unnamed = ModbusTcpLink('EW11-Garage.local', 502)
+    assert unnamed.name == 'gw_ew11_garage_local_502' == default_name('ew11-garage.local', 502)
+    assert unnamed.where == 'gateway EW11-Garage.local:502'
+    assert ModbusTcpLink('fe80::1', 502).where == 'gateway [fe80::1]:502'
+    assert default_name('192.168.1.50', 8899) == 'gw_192_168_1_50_8899'
+
+
+def test_char_time_is_the_wire_behind_a_transparent_gateway_and_none_for_modbus_tcp():
+    assert TcpLink('h', 1).char_time == pytest.approx(11 / 9600.0)               # 8N2
+    assert TcpLink('h', 1, stopbits=1, parity='E', baudrate=19200).char_time == \
+        pytest.approx(11 / 19200.0)
+    assert ModbusTcpLink('h', 1, baudrate=9600).char_time == 0
+
+
+@pytest.mark.parametrize('url, parsed', [
+    ('tcp://ew11-garage.local:8899', ('tcp', 'ew11-garage.local', 8899)),
+    ('mbtcp://192.168.1.50:502', ('mbtcp', '192.168.1.50', 502)),
+    ('mbtcp://[fe80::1]:502', ('mbtcp', 'fe80::1', 502)),
+    ('tcp://gw:8899/', ('tcp', 'gw', 8899)),
+])
+def test_gateway_urls(url, parsed):
+    assert parse_url(url) == parsed
+    link = link_for(url, name='x')
+    assert (link.kind, link.host, link.port, link.name) == parsed + ('x',)
+
+
+@pytest.mark.parametrize('url, says', [
+    ('http://gw:80', 'tcp://HOST:PORT for a transparent'),
+    ('ttyUSB0', 'no gateway address'),
+    ('tcp://gw', 'tcp://HOST:PORT, the port 1..65535'),
+    ('mbtcp://gw:70000', 'the port 1..65535'),
+    ('tcp://fe80::1:502', 'in brackets'),
+])
+def test_bad_gateway_urls_get_one_sentence(url, says):
+    with pytest.raises(ValueError) as error:
+        parse_url(url)
+    assert says in str(error.value)
+
+
+# -- meters through both kinds ----------------------------------------------------------------
+
+def test_both_kinds_hand_on_the_bytes_the_meter_put_on_the_wire(meters, raw_port, gateway,
+                                                                  net_link):
+    port = raw_port(meters)
+    on_the_wire = exchange(port, READ_AC, 25)
+    port.close()                                    # the gateway is the only one on the wire
+    for kind in KINDS:
+        front = gateway(meters, kind)
+        link = net_link(front)
+        assert ask(link, READ_AC, 25) == on_the_wire, kind
+        assert check_reply(READ_AC, on_the_wire, 10)[0] == 2310
+        assert check_reply(READ_DC, ask(link, READ_DC, 21), 8)[0] == 1340
+        front.stop()                                # one master on the wire at a time
+
+
+@pytest.mark.parametrize('kind', KINDS)
+def test_many_requests_in_a_row(meters, gateway, net_link, kind):
+    link = net_link(gateway(meters, kind))
+    for n in range(20):
+        request = READ_AC if n % 2 else READ_DC
+        assert check_reply(request, ask(link, request, 25 if n % 2 else 21),
+                           10 if n % 2 else 8)
+
+
+def test_modbus_tcp_gateway_says_when_the_meter_does_not_answer(meters, gateway, net_link):
+    link = net_link(gateway(meters, 'mbtcp'))
+    reply = ask(link, request_frame(9, 0x04, 0, 10), 5)
+    with pytest.raises(ExceptionReply) as error:
+        check_reply(request_frame(9, 0x04, 0, 10), reply, 10)
+    assert error.value.code == 11
+    meters.meter(1).inject('bad_crc', count=1)      # a gateway checks the CRC: no good answer
+    with pytest.raises(ExceptionReply) as error:
+        check_reply(READ_AC, ask(link, READ_AC, 5), 10)
+    assert error.value.code == 11
+    assert check_reply(READ_AC, ask(link, READ_AC, 25), 10)
+
+
+def test_modbus_tcp_gateway_without_its_serial_port_says_path_unavailable(meters, gateway,
+                                                                          net_link):
+    link = net_link(gateway(meters.link + '-not-there', 'mbtcp'))
+    with pytest.raises(ExceptionReply) as error:
+        check_reply(READ_AC, ask(link, READ_AC, 5), 10)
+    assert error.value.code == 10
+
+
+def test_a_transparent_gateway_passes_what_the_wire_carries_garbled_too(meters, gateway,
+                                                                        net_link):
+    link = net_link(gateway(meters, 'tcp'))
+    meters.meter(1).inject('bad_crc', count=1)
+    with pytest.raises(BadFrame):
+        check_reply(READ_AC, ask(link, READ_AC, 25), 10)
+
+
+# -- what a network does wrong ----------------------------------------------------------------
+
+@pytest.mark.parametrize('kind', KINDS)
+def test_refused(meters, gateway, net_link, kind):
+    front = gateway(meters, kind)
+    front.stop()
+    link = net_link(front, open=False, name='garage')
+    with pytest.raises(PortGone) as error:
+        link.open()
+    assert str(error.value) == ('Gateway garage (127.0.0.1:%d) refuses connections: check its '
+                                'address and its TCP server port.' % front.port)
+    front.start()                                   # back on the same port
+    link.open()
+    assert check_reply(READ_AC, ask(link, READ_AC, 25), 10)
+
+
+def test_connect_times_out(meters, gateway, net_link):
+    front = gateway(meters, 'mbtcp')
+    front.unplug()
+    link = net_link(front, open=False, name='garage', connect_timeout=0.2)
+    started = time.monotonic()
+    with pytest.raises(PortGone) as error:
+        link.open()
+    assert 0.15 < time.monotonic() - started < 1.5
+    assert str(error.value) == ('Gateway garage (127.0.0.1:%d) does not answer within 0.2 s: '
+                                'check that it is powered and on the network, and its address.'
+                                % front.port)
+    front.start()
+    link.open()
+    assert check_reply(READ_AC, ask(link, READ_AC, 25), 10)
+
+
+def test_a_name_that_does_not_resolve():
+    link = TcpLink('no-such-gateway.invalid', 8899, name='garage')
+    with pytest.raises(PortGone) as error:
+        link.open()
+    message = str(error.value)
+    assert message.startswith('Gateway garage (no-such-gateway.invalid:8899): the name '
+                              'no-such-gateway.invalid does not resolve (')
+    assert message.endswith("): check the host in the meter map and the GX's network settings "
+                            "(DNS).")
+
+
+@pytest.mark.parametrize('kind', KINDS)
+@pytest.mark.parametrize('reset', [False, True], ids=['closed', 'reset'])
+def test_a_dropped_connection_raises_oserror_and_can_be_opened_again(meters, gateway, net_link,
+                                                                       kind, reset):
+    front = gateway(meters, kind)
+    link = net_link(front, name='garage')
+    assert check_reply(READ_AC, ask(link, READ_AC, 25), 10)
+    front.cut(reset=reset)
+    assert wait_readable(link)
+    with pytest.raises(OSError) as error:
+        link.receive()
+    assert 'gateway garage (127.0.0.1:%d)' % front.port in error.value.strerror
+    link.close()
+    link.open()
+    assert check_reply(READ_AC, ask(link, READ_AC, 25), 10)
+
+
+@pytest.mark.parametrize('kind', KINDS)
+def test_a_gateway_that_drops_the_connection_on_a_request(meters, gateway, net_link, kind):
+    front = gateway(meters, kind)
+    link = net_link(front)
+    front.inject('drop', count=1)
+    with pytest.raises(OSError):
+        ask(link, READ_AC, 25)
+
+
+@pytest.mark.parametrize('kind', KINDS)
+def test_a_hung_gateway_gives_nothing(meters, gateway, net_link, kind):
+    front = gateway(meters, kind)
+    link = net_link(front)
+    front.inject('mute', count=1)
+    assert ask(link, READ_AC, 25, timeout=0.2) == b''
+    link.discard_input()
+    assert check_reply(READ_AC, ask(link, READ_AC, 25), 10)
+
+
+def test_a_peer_that_is_not_modbus_tcp_is_named_and_closed(meters, gateway, net_link):
+    front = gateway(meters, 'mbtcp')
+    link = net_link(front, name='garage')
+    front.inject('junk', count=1)
+    with pytest.raises(NotModbus) as error:
+        ask(link, READ_AC, 25)
+    assert isinstance(error.value, OSError)
+    assert error.value.strerror == (
+        "gateway garage (127.0.0.1:%d) sent something that is not Modbus TCP "
+        "(b'HTTP/1.1 400 Bad'): check the gateway's kind (mbtcp: Modbus TCP; tcp: RTU frames "
+        "passed as they are) and its port" % front.port)
+    with pytest.raises(OSError):
+        link.fileno()                               # closed: open() connects again
+    link.open()
+    assert check_reply(READ_AC, ask(link, READ_AC, 25), 10)
+
+
+def test_a_transparent_link_hands_junk_on_for_the_exchange_to_judge(meters, gateway, net_link):
+    front = gateway(meters, 'tcp')
+    link = net_link(front)
+    front.inject('junk', count=1, data=b'\x01\x04junk junk junk junk junk')
+    with pytest.raises(BadFrame):
+        check_reply(READ_AC, ask(link, READ_AC, 25), 10)
+
+
+def test_a_reply_with_another_transaction_id_is_dropped_and_counted(meters, gateway, net_link):
+    front = gateway(meters, 'mbtcp')
+    link = net_link(front)
+    front.inject('wrong_transaction', count=1)
+    assert ask(link, READ_AC, 25, timeout=0.3) == b''
+    assert link.stats['stray_replies'] == 1
+    assert check_reply(READ_AC, ask(link, READ_AC, 25), 10)
+    assert link.stats['stray_replies'] == 1
+
+
+def test_a_late_reply_never_passes_for_the_next_request(meters, gateway, net_link):
+    front = gateway(meters, 'mbtcp', delay=0.1)
+    link = net_link(front)
+    link.send(READ_DC)                              # given up on: its reply comes late
+    reply = ask(link, READ_AC, 25)                  # ... before this one's
+    assert check_reply(READ_AC, reply, 10)[0] == 2310
+    assert link.stats['stray_replies'] == 1
+
+
+def test_after_discard_input_a_late_reply_is_dropped(meters, gateway, net_link):
+    front = gateway(meters, 'mbtcp', delay=0.1)
+    link = net_link(front)
+    link.send(READ_AC)
+    link.discard_input()                            # the exchange gave up on it
+    assert wait_readable(link)
+    assert link.receive() == b''
+    assert link.stats['stray_replies'] == 1
+
+
+def test_discard_input_keeps_a_modbus_tcp_stream_in_step():
+    """Half a reply is in when the exchange gives up: the rest must not be read as a new frame."""
+    server = socket.socket()
+    server.bind(('127.0.0.1', 0))
+    server.listen(1)
+    link = ModbusTcpLink('127.0.0.1', server.getsockname()[1])
+    link.open()
+    peer, _ = server.accept()
+    server.close()
+    try:
+        link.send(READ_AC)
+        request = peer.recv(64)
+        assert request == bytes.fromhex('0001 0000 0006 01 04 0000 000a')
+        late = bytes.fromhex('0001 0000 0003 01 84 0b')     # an old transaction id
+        peer.sendall(late[:4])
+        assert wait_readable(link)
+        link.discard_input()
+        link.send(READ_AC)
+        assert peer.recv(64)[:2] == b'\x00\x02'
+        answer = bytes.fromhex('0002 0000 0003 01 84 0b')
+        peer.sendall(late[4:] + answer)
+        assert receive_reply(link, 5) == bytes.fromhex('01 84 0b') + crc_bytes('01 84 0b')
+        assert link.stats['stray_replies'] == 1
+    finally:
+        peer.close()
+        link.close()
+
+
+# -- the link as the exchange uses it ---------------------------------------------------------
+
+@pytest.mark.parametrize('kind', KINDS)
+def test_closed_link(meters, gateway, net_link, kind):
+    link = net_link(gateway(meters, kind), open=False)
+    for call in (link.fileno, lambda: link.send(READ_AC), link.receive):
+        with pytest.raises(OSError):
+            call()
+    link.open()
+    fd = link.fileno()
+    link.open()                                     # already open: nothing happens
+    assert link.fileno() == fd
+    link.close()
+    link.close()
+    with pytest.raises(OSError):
+        link.fileno()
+
+
+@pytest.mark.parametrize('kind', KINDS)
+def test_receive_does_not_block(meters, gateway, net_link, kind):
+    link = net_link(gateway(meters, kind, delay=0.2))
+    link.send(READ_AC)
+    started = time.monotonic()
+    assert link.receive() == b''
+    assert time.monotonic() - started < 0.05
+    assert len(receive_reply(link, 25)) == 25
+
+
+def test_the_links_listen_on_nothing(sim_bus, gateway, net_link):
+    fronts = [gateway(sim_bus(AcMeter(1)), kind) for kind in KINDS]
+    before = listening_sockets()
+    for front in fronts:
+        assert check_reply(READ_AC, ask(net_link(front), READ_AC, 25), 10)
+    assert listening_sockets() == before == {front.port for front in fronts}
+
+
+def test_the_simulators_gateway_is_only_on_loopback(meters):
+    with Gateway(meters, 'tcp') as front:
+        assert front.url.startswith('tcp://127.0.0.1:')
+        assert front.port in listening_sockets(host='0100007F')
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+def crc_bytes(hex_frame):
+    from pzem.rtu import crc16
+    crc = crc16(bytes.fromhex(hex_frame))
+    return bytes((crc & 0xFF, crc >> 8))
+
+
+def listening_sockets(host=None):
+    """The TCP ports this process listens on (from /proc: its sockets in state LISTEN)."""
+    inodes = set()
+    for fd in os.listdir('/proc/self/fd'):
+        try:
+            target = os.readlink('/proc/self/fd/' + fd)
+        except OSError:
+            continue
+        if target.startswith('socket:['):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ('/proc/net/tcp', '/proc/net/tcp6'):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                address, port = fields[1].split(':')
+                if fields[3] == '0A' and fields[9] in inodes and host in (None, address):
+                    ports.add(int(port, 16))
+    return ports
