@@ -2,7 +2,6 @@
 
 import itertools
 import os
-import random
 import subprocess
 import sys
 import termios
@@ -698,12 +697,13 @@ def test_find_reply_outcomes():
     assert find_reply(general, 1, frame_of([7], address=7, function=3)).value == [7]
 
 
-def test_gateway_exceptions_mean_no_reply():
-    for code in (10, 11):
-        data = with_crc(bytes((1, 0x84, code)))
-        error = failure(REQUEST, 3, data, find_reply(REQUEST, 3, data), 'garage', 0.5)
-        assert isinstance(error, NoReply) and 'the gateway says the meter did not answer' in \
-            one_sentence(error)
+@pytest.mark.parametrize('code, words', [
+    (10, 'the gateway cannot use its RS-485 side (exception 10, path unavailable)'),
+    (11, 'the gateway says the meter did not answer (exception 11)')])
+def test_gateway_exceptions_mean_no_reply(code, words):
+    data = with_crc(bytes((1, 0x84, code)))
+    error = failure(REQUEST, 3, data, find_reply(REQUEST, 3, data), 'garage', 0.5)
+    assert isinstance(error, NoReply) and words in one_sentence(error)
 
 
 # the exchange itself, over the wire, with each request spoilt at random

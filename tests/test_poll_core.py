@@ -14,7 +14,7 @@ import pytest
 
 from pzem import modbus, models, roles
 from pzem.discovery import AGAIN_SECONDS, LIKELY, LIKELY_SECONDS, REST_SECONDS, Discovery
-from pzem.meter import MISSES_TO_DISCONNECT, SECONDS_TO_DISCONNECT, Meter, meter_log
+from pzem.meter import MISSES_TO_DISCONNECT, Meter, meter_log
 from pzem.meter_map import MeterSpec
 from pzem.poll import (BACKOFF_SECONDS, FORCE_SECONDS, GARBLED_RETRIES, PROBE_MARGIN,
                        START_PASSES, Poller)

@@ -359,7 +359,8 @@ _CUT_AT_COMMENT = re.compile(r'\s+[#;][^\s#;]')
 LEFT_OUT = {'meter': '; section ignored: its meter gets the safe default role (%s) until this is '
                      'fixed' % ', '.join('%s for %s' % (role, family.upper())
                                          for family, role in sorted(roles.DEFAULT_ROLE.items())),
-            'bus': '; section ignored'}
+            'bus': '; section ignored',
+            'gateway': '; section ignored'}
 GROUP_LEFT_OUT = ("; group '%s' ignored: each of its meters gets the safe default role alone until "
                   "this is fixed")
 

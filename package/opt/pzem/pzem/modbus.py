@@ -28,7 +28,7 @@ from .rtu import (EXCEPTION_MEANINGS, BadFrame, ExceptionReply,  # noqa: F401 (r
 from .rtu import (ANSWER, GENERAL_ADDRESS, PENDING, READ_HOLDING, READ_INPUT, RESET_ENERGY,
                   WRITE_REGISTER, Found, crc16, failure, find_reply, registers,
                   request_frame)
-from .serial_link import SerialLink, open_port, reason  # noqa: F401 (re-exported)
+from .serial_link import SerialLink, open_port  # noqa: F401 (re-exported: tools/bench)
 
 TIMEOUT = 0.5           # seconds a request waits for its answer, unless told otherwise
 _READABLE = select.POLLIN | select.POLLPRI

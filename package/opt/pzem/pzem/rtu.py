@@ -176,10 +176,14 @@ def failure(request, count, data, found, port, timeout=None):
                'other meter has the same address.')
     if found.outcome == REFUSED:
         code = found.value
-        if code in GATEWAY_CODES:
+        if code == GATEWAY_CODES[0]:
+            return NoReply('No reply from %s: the gateway cannot use its RS-485 side (exception '
+                           '10, path unavailable); check the gateway\'s serial settings and that '
+                           'it is not busy with another master.' % where)
+        if code == GATEWAY_CODES[1]:
             return NoReply('No reply from %s%s: the gateway says the meter did not answer '
-                           '(exception %d); check that it is powered, its address and the '
-                           'RS-485 wiring behind the gateway.' % (where, within, code))
+                           '(exception 11); check that it is powered, its address and the '
+                           'RS-485 wiring behind the gateway.' % (where, within))
         return ExceptionReply(code, '%s refused the request with exception %d (%s): %s.' % (
             _capital(where), code, EXCEPTION_MEANINGS.get(code, 'unknown'),
             _EXCEPTION_ADVICE.get(code, 'see the meter manual')))
