@@ -14,6 +14,12 @@ for path in (ROOT, DRIVER_DIR, os.path.join(ROOT, 'tests')):
 from dbus_helpers import Client, connect, private_bus  # noqa: E402  (needs the paths above)
 
 
+def pytest_collection_modifyitems(items):
+    """Tests marked `long` go first: the parallel workers take them at once, and the run does
+    not wait for one of them at its end."""
+    items.sort(key=lambda item: item.get_closest_marker('long') is None)
+
+
 @pytest.fixture
 def address():
     """The address of a private dbus-daemon, stopped after the test."""

@@ -4,6 +4,8 @@ meter. Every value published stays valid and right; a fault costs at most its ow
 The simulator answers as the wire would (9600 baud, 80 ms turnaround); the driver runs with the
 device's defaults (1 s interval, 0.5 s timeout) unless a test says otherwise.
 """
+import contextlib
+import os
 import time
 
 import dbus
@@ -58,29 +60,34 @@ def errors(rig, name):
     return {kind: int(items['/Pzem/Errors/' + kind]['Value']) for kind in ERRORS}
 
 
-@pytest.fixture
-def bus(tmp_path):
-    with Rig(tmp_path, meters(), MAP, driver_args=DEVICE_DEFAULTS, sim_options=WIRE) as rig:
-        rig.start_driver()
-        rig.names = {a: rig.wait_service(rig.service(role, a)) for a, role in SERVICES.items()}
-        rig.wait_started()
-        yield rig
+def faulty_bus(folder):
+    """A started rig (not entered: the caller does) with the three meters on a wire-time bus."""
+    os.makedirs(folder, exist_ok=True)
+    return Rig(folder, meters(), MAP, driver_args=DEVICE_DEFAULTS, sim_options=WIRE)
 
 
-def soak(rig, seconds, sample=0.5):
-    """Sample every value of every meter every `sample` s for `seconds`; the samples that were
-    not all valid and right, as (address, [(path, value)])."""
-    bad = []
+def started(rig):
+    rig.start_driver()
+    rig.names = {a: rig.wait_service(rig.service(role, a)) for a, role in SERVICES.items()}
+    rig.wait_started()
+    return rig
+
+
+def soak(rigs, seconds, sample=0.5):
+    """Sample every value of every meter of every rig every `sample` s for `seconds`; the
+    samples that were not all valid and right: {rig key: [(address, [(path, value)])]}."""
+    bad = {}
     samples = 0
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        rig.pump(sample)
-        for address, name in rig.names.items():
-            wrong = complete(rig.items(name), address)
-            samples += 1
-            if wrong:
-                bad.append((address, wrong))
-    assert samples >= seconds / sample
+        Rig.pump(sample)
+        for key, rig in rigs.items():
+            for address, name in rig.names.items():
+                wrong = complete(rig.items(name), address)
+                samples += 1
+                if wrong:
+                    bad.setdefault(key, []).append((address, wrong))
+    assert samples >= len(rigs) * len(SERVICES) * seconds / sample * 0.8
     return bad
 
 
@@ -136,47 +143,52 @@ def test_one_late_reply_costs_one_poll_of_the_meter_that_was_late(tmp_path, posi
         assert 'not answering' not in rig.log()
 
 
-def test_a_minute_of_8_percent_late_replies(bus):
-    for meter in bus.meters.values():
-        meter.inject('late', share=0.08, **LATE)
-    assert soak(bus, 60.0) == []
-    assert sum(m.stats['late'] for m in bus.meters.values()) > 5   # the faults did happen
+# the fault mixes of the minute-long soaks: each fault's share of the requests
+SOAKS = {
+    '8 % late replies': {'late': 0.08},
+    '10 % bad CRC and 10 % silence': {'bad_crc': 0.1, 'no_reply': 0.1},
+    'every fault at once': {'late': 0.05, 'bad_crc': 0.05, 'no_reply': 0.05, 'stray': 0.05,
+                            'noise': 0.05, 'stretched': 0.05, 'previous': 0.05,
+                            'garbage_before': 0.05, 'truncated': 0.05},
+}
 
 
-def test_a_minute_of_bad_crcs_and_silences(bus):
-    for meter in bus.meters.values():
-        meter.inject('bad_crc', share=0.1)
-        meter.inject('no_reply', share=0.1)
-    assert soak(bus, 60.0) == []
-    assert sum(m.stats['bad_crc'] + m.stats['no_reply'] for m in bus.meters.values()) > 15
+@pytest.mark.long
+def test_a_minute_on_three_faulty_buses_every_value_stays_valid_and_right(tmp_path):
+    # The three soaks run side by side, each bus with its own driver: one minute in all.
+    with contextlib.ExitStack() as stack:
+        rigs = {}
+        for n, (mix, shares) in enumerate(SOAKS.items()):
+            rigs[mix] = started(stack.enter_context(faulty_bus(str(tmp_path / str(n)))))
+        for mix, shares in SOAKS.items():
+            for meter in rigs[mix].meters.values():
+                for kind, share in shares.items():
+                    meter.inject(kind, share=share, **(LATE if kind == 'late' else {}))
+        assert soak(rigs, 60.0) == {}
+        for mix, shares in SOAKS.items():
+            struck = sum(m.stats[kind] for m in rigs[mix].meters.values() for kind in shares)
+            assert struck >= 0.5 * sum(shares.values()) * 150, mix   # the faults did happen
+            assert 'not answering' not in rigs[mix].log(), mix
 
 
-def test_a_minute_of_every_fault_at_once(bus):
-    shares = {'late': 0.05, 'bad_crc': 0.05, 'no_reply': 0.05, 'stray': 0.05, 'noise': 0.05,
-              'stretched': 0.05, 'previous': 0.05, 'garbage_before': 0.05, 'truncated': 0.05}
-    for meter in bus.meters.values():
-        for kind, share in shares.items():
-            meter.inject(kind, share=share, **(LATE if kind == 'late' else {}))
-    assert soak(bus, 60.0) == []
-    assert sum(m.stats['faults'] for m in bus.meters.values()) > 30
-
-
-def test_a_dead_meter_is_invalid_within_6_s_and_back_at_its_first_answer(bus):
-    grid = bus.names[1]
-    bus.meters[1].inject('dead', count=1, seconds=7.0)
-    bus.wait_value(grid, '/Connected', lambda v: v == 0, timeout=10.0)
-    # from the first request it left unanswered (the simulator's clock is this process's)
-    assert time.monotonic() - bus.meters[1].dead_since < 6.0
-    items = bus.items(grid)
-    for path in ('/Ac/Power', '/Ac/L1/Voltage', '/Ac/L1/Current'):
-        assert invalid(items[path]['Value']), path
-    # the other meters keep their slots and their values meanwhile
-    for address in (2, 3):
-        assert complete(bus.items(bus.names[address]), address) == []
-    bus.wait_value(grid, '/Connected', lambda v: v == 1, timeout=5.0)
-    assert time.monotonic() - bus.meters[1].dead_since >= 7.0   # not before it answers
-    assert complete(bus.items(grid), 1) == []
-    line = [l for l in bus.log().splitlines() if 'ttyPZEM0:1: not answering (' in l]
-    assert len(line) == 1
-    # not before its last good reading is 5 s old, as the driver's own clock measured
-    assert float(line[0].split(' polls missed in ')[1].split(' s')[0]) >= 5.0
+def test_a_dead_meter_is_invalid_within_6_s_and_back_at_its_first_answer(tmp_path):
+    with faulty_bus(str(tmp_path)) as rig:
+        started(rig)
+        grid = rig.names[1]
+        rig.meters[1].inject('dead', count=1, seconds=7.0)
+        rig.wait_value(grid, '/Connected', lambda v: v == 0, timeout=10.0)
+        # from the first request it left unanswered (the simulator's clock is this process's)
+        assert time.monotonic() - rig.meters[1].dead_since < 6.0
+        items = rig.items(grid)
+        for path in ('/Ac/Power', '/Ac/L1/Voltage', '/Ac/L1/Current'):
+            assert invalid(items[path]['Value']), path
+        # the other meters keep their slots and their values meanwhile
+        for address in (2, 3):
+            assert complete(rig.items(rig.names[address]), address) == []
+        rig.wait_value(grid, '/Connected', lambda v: v == 1, timeout=5.0)
+        assert time.monotonic() - rig.meters[1].dead_since >= 7.0   # not before it answers
+        assert complete(rig.items(grid), 1) == []
+        line = [l for l in rig.log().splitlines() if 'ttyPZEM0:1: not answering (' in l]
+        assert len(line) == 1
+        # not before its last good reading is 5 s old, as the driver's own clock measured
+        assert float(line[0].split(' polls missed in ')[1].split(' s')[0]) >= 5.0

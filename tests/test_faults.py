@@ -39,6 +39,7 @@ def is_invalid(value):
     return isinstance(value, dbus.Array) and len(value) == 0
 
 
+@pytest.mark.long
 def test_mixed_faults_never_publish_a_wrong_value(tmp_path):
     meters = truth()
     rng = random.Random(20261128)

@@ -230,7 +230,7 @@ def one_meter(sim_bus, raw_port):
     meter = AcMeter(1, voltage=230.0, current=2.0, power=450.0, energy_wh=1000,
                     power_factor=0.98)
     sim = sim_bus(meter)
-    port = raw_port(sim, timeout=0.1)
+    port = raw_port(sim, timeout=0.5)      # a loaded machine may take a while to answer
     good = exchange(port, READ_AC, 25)
     assert len(good) == 25 and crc_ok(good)
     return meter, port, good, sim
@@ -458,7 +458,7 @@ def test_no_wire_time_replies_at_once(one_meter):
 def test_stats(sim_bus, raw_port):
     a, b = AcMeter(1), DcMeter(2)
     sim = sim_bus(a, b)
-    port = raw_port(sim, timeout=0.1)
+    port = raw_port(sim, timeout=0.5)
     b.inject('bad_crc', count=1)
     exchange(port, READ_AC, 25)
     exchange(port, with_crc(H('02 04 00 00 00 08')), 21)
