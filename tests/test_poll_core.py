@@ -686,24 +686,37 @@ def test_a_failed_read_is_asked_again_at_once_while_the_slot_has_room(wire, cloc
     assert poller.published[0].phases[0][1].misses == 0
 
 
-def test_a_meter_whose_poll_missed_takes_the_next_slot_too_once(wire, clock):
-    sim, bus = wire(ac(1), ac(2), reply=0.01)
-    poller = Poller(bus, 'ttyPZEM0', [MeterSpec.single(1, role='grid'),
-                                      MeterSpec.single(2, role='acload')], 0.2, Publish(),
-                    scan=False, clock=clock)
+def test_a_meter_whose_poll_missed_takes_every_other_slot_until_it_answers(wire, clock):
+    sim, bus = wire(ac(1), ac(2), ac(3), reply=0.01)
+    poller = Poller(bus, 'ttyPZEM0', [MeterSpec.single(a, role='acload') for a in (1, 2, 3)],
+                    0.3, Publish(), scan=False, clock=clock)
     poller.start(T0 + 10)
     since = len(bus.asked)
     # a 0.1-s slot has no room to ask again within it: the next slot is the meter's
     sim.meter(1).inject('no_reply', count=1)
     for _ in range(4):
         poller.tick()
-    assert bus.addresses(since) == [1, 1, 2, 1]
+    assert bus.addresses(since) == [1, 1, 2, 3]
     since = len(bus.asked)
     sim.meter(1).inject('no_reply', count=3)
+    for _ in range(7):
+        poller.tick()
+    # every other slot, not one after the other: the others keep their turns between
+    assert bus.addresses(since) == [1, 1, 2, 1, 3, 1, 1]
+
+
+def test_a_meter_that_went_invalid_takes_no_extra_slots(wire, clock):
+    sim, bus = wire(ac(1), ac(2), reply=0.01, silence=0.9)
+    poller = Poller(bus, 'ttyPZEM0', [MeterSpec.single(a, role='acload') for a in (1, 2)],
+                    0.2, Publish(), scan=False, clock=clock)
+    poller.start(T0 + 10)
+    sim.meter(1).inject('silent')
+    while poller.published[0].phases[0][1].connected:
+        poller.tick()
+    since = len(bus.asked)
     for _ in range(6):
         poller.tick()
-    # one extra slot after a miss, not one after the other: meter 2 keeps its turns
-    assert bus.addresses(since) == [2, 1, 1, 2, 1, 1]
+    assert bus.addresses(since) in ([1, 2] * 3, [2, 1] * 3)
 
 
 def test_a_group_is_published_when_one_phase_answers(wire, clock):

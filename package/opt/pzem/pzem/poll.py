@@ -59,8 +59,10 @@ class Poller(object):
         self._urgent = {}           # address -> garbled replies so far
         self._slow = set()          # addresses heard answering late: probed with the full timeout
         self._next = 0
-        self._again = None          # a publisher whose poll missed: it takes the next slot too
-        self._started = None        # when the slot being polled began
+        self._again = []            # publishers whose poll missed while connected: they take
+                                    # every other slot until they answer
+        self._extra = False         # the last slot was such a publisher's
+        self._slot_started = None   # when the slot being polled began
         self._probe_waiting_since = None
         self._started = False       # start() is over: a silent mapped meter is reported
 
@@ -137,29 +139,33 @@ class Poller(object):
     def poll_next(self):
         """Poll the next published meter; returns when its slot started (for probe()).
 
-        One lost or late reply must not be a missed reading: a failed read is asked again at
-        once while the slot has room for an answer (as long as the last one took); a meter whose
-        poll still missed, and that is still connected, takes the next slot too (not two in a
-        row), before the round goes on."""
+        One lost or late reply must not be a missed reading, and a meter that answers most of
+        the time must not go invalid: a failed read is asked again at once while the slot has
+        room for an answer (as long as the last one took), and a meter whose poll still missed,
+        while it is connected, takes every other slot until it answers (the others share the
+        rest, a little less often, for the few seconds that lasts)."""
         started = self.clock()
         if self.published:
-            publisher, self._again = self._again, None
-            if publisher is None or publisher not in self.published:
+            if self._again and not self._extra:
+                publisher = self._again.pop(0)
+                self._extra = True
+            else:
                 publisher = self.published[self._next % len(self.published)]
                 self._next += 1
-                again = False
-            else:
-                again = True
-            self._started = started
-            if publisher.poll(self.bus, self._retry_until, started) and not again:
-                self._again = publisher
+                self._extra = False
+            self._slot_started = started
+            if publisher.poll(self.bus, self._retry_until, started):
+                if publisher not in self._again:
+                    self._again.append(publisher)
+            elif self._again and publisher in self._again:
+                self._again.remove(publisher)
         return started
 
     def _retry_until(self):
-        """The latest time a failed read of the slot that began at _started is asked again:
-        room left for an answer as long as the last one took."""
+        """The latest time a failed read of the slot that began at _slot_started is asked
+        again: room left for an answer as long as the last one took."""
         answer = self.bus.reply_seconds or self.scan_timeout
-        return self._started + self.slot - answer - PROBE_MARGIN
+        return self._slot_started + self.slot - answer - PROBE_MARGIN
 
     def wants_probe(self, started):
         """True when probe(started) is to run now. A thread that only polls hands the probes
@@ -457,6 +463,7 @@ class Poller(object):
                     by_addresses[spec.addresses] = spec
         gone = {a for p in self.published if p not in kept for a in p.spec.addresses}
         self.published = kept
+        self._again = [p for p in self._again if p in kept]
         before = {w.spec.addresses: w for w in self.waiting}
         self.waiting = []
         for spec in sorted(by_addresses.values(), key=lambda s: s.address):
