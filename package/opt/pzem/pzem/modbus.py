@@ -231,7 +231,9 @@ class Bus:
         return found.value
 
     def _failed(self, request, count, data, found, timeout, sent):
-        error = failure(request, count, data, found, self.port_name, timeout)
+        dropped = getattr(self.link, 'dropped', None)   # a network link may say more
+        error = failure(request, count, data, found, self.port_name, timeout,
+                        dropped() if dropped is not None else None)
         if isinstance(error, NoReply):
             if self.link.vanished():
                 raise self._gone(None)

@@ -78,6 +78,9 @@ class Poller(object):
         nothing answers, ask again (one lost reply must not send the driver away). between(),
         called after each probe, lets the caller serve what waits (D-Bus asks the meters
         published so far). Returns how many meters are published. Raises modbus.PortGone."""
+        if not self._connected():
+            self._started = True    # nothing can be asked: ask_again() once it can
+            return 0
         likely = self.discovery.start_up() if self.discovery is not None else []
         between = between or (lambda: None)
         for _ in range(START_PASSES):
@@ -125,6 +128,18 @@ class Poller(object):
     def _room(self, deadline):
         return self.clock() + self.scan_timeout + PROBE_MARGIN <= deadline
 
+    def _connected(self):
+        """False while the bus cannot carry a request (a gateway not connected: every ask
+        fails at once, so a poll is not asked again and nothing is probed)."""
+        return getattr(self.bus, 'connected', True)
+
+    def ask_again(self):
+        """The bus carries requests again after it could not (a gateway connected again): the
+        map's meters that have not answered are asked now, not after their backoff."""
+        now = self.clock()
+        for waiting in self.waiting:
+            waiting.due = min(waiting.due, now)
+
     # -- the poll loop -----------------------------------------------------------------------
 
     def tick(self):
@@ -150,8 +165,9 @@ class Poller(object):
             else:
                 again = True
             answer = getattr(self.bus, 'reply_seconds', None) or self.scan_timeout
-            if publisher.poll(self.bus, started + self.slot - answer - PROBE_MARGIN) and \
-                    not again:
+            retry_until = started + self.slot - answer - PROBE_MARGIN \
+                if self._connected() else None
+            if publisher.poll(self.bus, retry_until) and not again:
                 self._again = publisher
         return started
 
@@ -198,6 +214,8 @@ class Poller(object):
 
     def _probe_turn(self, started):
         """((kind, target), room left) when a probe is to run now, else None."""
+        if not self._connected():
+            return None
         probe = self._next_probe()
         if probe is None:
             self._probe_waiting_since = None
