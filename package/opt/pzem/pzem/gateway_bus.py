@@ -46,13 +46,15 @@ class GatewayBus(modbus.Bus):
     """`link`: a net_link link (TcpLink or ModbusTcpLink), not open. `quick_timeout`: how long a
     request waits while nothing comes through a transparent gateway. `backoff`: the seconds
     between connection attempts (after a connection that carried replies, the first attempt
-    is made at once)."""
+    is made at once). `silent_seconds`: how long nothing may come back before the gateway
+    counts as silent."""
 
     def __init__(self, link, timeout=modbus.TIMEOUT, local_echo=False, quick_timeout=0.15,
-                 backoff=BACKOFF_SECONDS, logger=log):
+                 backoff=BACKOFF_SECONDS, silent_seconds=SILENT_SECONDS, logger=log):
         modbus.Bus.__init__(self, link=link, timeout=timeout, local_echo=local_echo)
         self.kind = link.kind
         self.quick_timeout = quick_timeout
+        self.silent_seconds = silent_seconds
         self.log = logger
         self.silent = False         # nothing comes through a transparent gateway
         self._delays = (0.0,) + tuple(backoff)
@@ -154,16 +156,16 @@ class GatewayBus(modbus.Bus):
             return
         self._unheard += 1
         quiet = time.monotonic() - self.link.last_heard
-        if self.silent or self._unheard < SILENT_ASKS or quiet < SILENT_SECONDS:
+        if self.silent or self._unheard < SILENT_ASKS or quiet < self.silent_seconds:
             return
         if self.kind == 'mbtcp':
             self._gone(None)            # closes the link
-            self._lost('%s stopped answering: nothing came back to %d requests in %.0f s on '
+            self._lost('%s stopped answering: nothing came back to %d requests in %.1f s on '
                        'an open connection.' % (_capital(self.link.where), self._unheard, quiet))
             return
         self.silent = True
         self.log.warning(
-            'nothing has come through %s for %.0f s: neither the gateway nor a meter behind it '
+            'nothing has come through %s for %.1f s: neither the gateway nor a meter behind it '
             'answers. Check the meters\' power and the RS-485 wiring behind the gateway, and its '
             'serial settings (9600 baud; 8N1 for PZEM-016 only, else 8N2). Asking with a %g s '
             'timeout until something comes.', self.link.where, quiet, self.quick_timeout)
@@ -180,7 +182,7 @@ class GatewayBus(modbus.Bus):
         problem, and have the connector try again after the next delay."""
         now = time.monotonic()
         if self._away_since is None:
-            self._away_since = now
+            self._away_since, self._said_back = now, False
         if sentence != self._said:
             self._said = sentence
             self.log.error('%s Connecting again every few seconds (at least once a minute); '

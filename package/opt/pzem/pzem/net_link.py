@@ -11,7 +11,8 @@ char_time, open, close, fileno, send, receive, discard_input, vanished, lost):
   frame it stands for (unit id + PDU + a freshly computed CRC), so the exchange judges every kind of
   link the same way. A reply with another transaction id (late, or a repeat) is dropped and counted
   in stats['stray_replies']. The gateway's exceptions 10 and 11 (path unavailable, device did not
-  answer) reach the exchange as RTU exception frames. char_time is 0: the gateway times the wire.
+  answer) reach the exchange as RTU exception frames. char_time is 0: the gateway times the wire;
+  `pending` says that the last request's reply has not come (the gateway is still asking).
 
 A link connects only where it is told and listens on nothing. open() is bounded by the connect
 timeout, the name lookup included (getaddrinfo has no timeout of its own: it runs in a thread that
@@ -306,6 +307,12 @@ class ModbusTcpLink(TcpLink):
         self._stray = None
         self._send(MBAP.pack(self._transaction, 0, len(pdu) + 1, frame[0]) + pdu)
         self._expected = self._transaction
+
+    @property
+    def pending(self):
+        """True while the last request has had no reply: the gateway is still at it (the
+        exchange waits for that reply before it sends another request)."""
+        return self._expected is not None
 
     def dropped(self):
         """What became of the replies that came since the last request and were dropped."""
