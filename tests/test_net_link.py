@@ -359,6 +359,26 @@ def test_a_reply_with_another_transaction_id_is_named_in_the_no_reply(meters, ga
         bus.close()
 
 
+def test_a_request_given_up_on_does_not_make_the_next_one_miss(meters, gateway, net_link):
+    """A Modbus TCP gateway asks its wire one request at a time: a short ask of a silent
+    address (a scan's) holds it until the gateway's own timeout. The next request waits for that
+    answer first, so it does not miss its own; a meter that answered late is heard."""
+    front = gateway(meters, 'mbtcp', rtu_timeout=0.4)
+    bus = Bus(link=net_link(front, open=False), timeout=0.5)
+    bus.open()
+    try:
+        with pytest.raises(NoReply):
+            bus.read_input(9, 1, timeout=0.1)           # nobody there: exception 11 at 0.4 s
+        assert bus.read_input(1, 10, timeout=0.1)[0] == 2310
+        front.delay = 0.2                               # a meter's answer after the short ask
+        with pytest.raises(NoReply):
+            bus.read_input(3, 1, timeout=0.1)
+        assert bus.read_input(1, 10)[0] == 2310
+        assert bus.heard == {3}
+    finally:
+        bus.close()
+
+
 def test_a_late_reply_never_passes_for_the_next_request(meters, gateway, net_link):
     front = gateway(meters, 'mbtcp', delay=0.1)
     link = net_link(front)
