@@ -270,7 +270,10 @@ def test_a_slow_gateway(tmp_path, kind):
         rig.start_driver()
         grid = rig.wait_service(rig.service('grid', 1))
         rig.wait_value(grid, '/Connected', lambda v: v == 1)
-        rig.wait_polls(rig.meters[1], 4)
+        try:
+            rig.wait_polls(rig.meters[1], 4, timeout=10.0)
+        except AssertionError:
+            raise AssertionError(rig.log())
         assert rig.value(grid, '/Pzem/Errors/NoReply') == 0
         assert rig.value(grid, '/Ac/L1/Voltage') == 231.0
         if kind == 'tcp':

@@ -150,21 +150,22 @@ def test_set_address_with_the_gateways_driver_running(tmp_path, kind):
 
 
 def test_a_driver_on_the_gateway_that_no_service_runs_is_named_not_stopped(tmp_path):
-    with GatewayRig(tmp_path, [AcMeter(1)], 'tcp', '[garage:1]\nrole = grid\n') as rig:
+    # a name of its own: status lists every dbus-pzem on the machine by its port
+    with GatewayRig(tmp_path, [AcMeter(1)], 'tcp', '[shed:1]\nrole = grid\n', name='shed') as rig:
         rig.start_driver()
         rig.wait_started()
         ctl = Ctl(tmp_path, port='unused')
         done = ctl.run_raw(rig.gateway.url, 'scan', '--config', rig.map_path, *FAST)
         assert done.returncode == 1
-        assert re.match(r'pzemctl: garage is in use by process %d \(dbus-pzem --config .* '
+        assert re.match(r'pzemctl: shed is in use by process %d \(dbus-pzem --config .* '
                         r'tcp://127\.0\.0\.1:%d\): stop it first \(a gateway serves one master '
                         r'at a time\)$' % (rig.driver.pid, rig.gateway.port),
                         one_sentence(done.stderr))
         assert rig.alive()
         # status names the driver's port as the driver does: by the gateway's name in its map
-        done = ctl.run_pumping(rig.address, 'status')
+        done = ctl.run_pumping(rig.address, 'shed', 'status')
         assert done.returncode == 0, done.stderr
         lines = done.stdout.splitlines()
-        assert lines[0] == 'garage'
+        assert lines[0] == 'shed'
         assert lines[2].startswith('  process %d: ' % rig.driver.pid)
-        assert lines[3].startswith('  com.victronenergy.grid.pzem_garage_1: grid, connected, ')
+        assert lines[3].startswith('  com.victronenergy.grid.pzem_shed_1: grid, connected, ')

@@ -9,8 +9,9 @@ the real driver twice: at `--interval 0` for the most reads a second the link ca
 `--interval 1` (the default) for its CPU time per read (schedstat, over the window) and whether 8
 meters are still each read every second.
 
-`tools/bench.sh --gateways` measures only this and puts the section into the existing page
-(between its markers, the rest of the page as it was); a full run writes it with the others.
+`tools/bench.sh --gateways` measures only this and puts the section into the existing page in
+place of the one there (report.replace_section: the rest of the page as it was); a full run
+writes it with the others.
 """
 import os
 import subprocess
@@ -26,8 +27,6 @@ LATENCIES = (0.005, 0.05)           # seconds added to each round trip by the ga
 COUNTS = (1, 8)
 GATEWAY = 'bench'                   # the gateway's name in the map: the services' port
 HEADING = '## Through a network gateway'
-BEGIN = '<!-- gateways: written by tools/bench.sh (--gateways alone: only this section) -->'
-END = '<!-- gateways: end -->'
 WARMUP = 2.0
 
 
@@ -139,9 +138,9 @@ def measure(bench, plan, say):
 
 
 def render(result, command):
-    """The section, between its markers, for docs/benchmarks.md."""
+    """The section for docs/benchmarks.md, from its '## ' title on."""
     rows = result['rows']
-    out = [BEGIN, '\n', HEADING, '\n\n']
+    out = [HEADING, '\n\n']
     w = out.append
     w('The real driver with 1 and 8 PZEM-016 behind the simulator\'s network front on 127.0.0.1 '
       '(`pzemsim.gateway`), in both kinds, next to the same meters on the pty; the gateway adds '
@@ -172,16 +171,7 @@ def render(result, command):
     w('At the end of each run every meter\'s `/Ac/Power` was %s.\n' % (
         'the simulator\'s 828 W' if not wrong else 'NOT the simulator\'s 828 W through %s'
         % ', '.join(wrong)))
-    out.append('\n' + END + '\n')
     return ''.join(out)
-
-
-def splice(page, section):
-    """`page` with its gateway section replaced by `section` (appended when it has none)."""
-    if BEGIN in page and END in page:
-        head, rest = page.split(BEGIN, 1)
-        return head + section + rest.split(END, 1)[1].lstrip('\n')
-    return page.rstrip('\n') + '\n\n' + section
 
 
 def write(path, result, command):
@@ -192,5 +182,5 @@ def write(path, result, command):
     except FileNotFoundError:
         page = '# Benchmarks\n'
     with open(path, 'w') as f:
-        f.write(splice(page, render(result, command)))
+        f.write(report.replace_section(page, render(result, command)))
 

@@ -60,6 +60,7 @@ class Poller(object):
         self._slow = set()          # addresses heard answering late: probed with the full timeout
         self._next = 0
         self._again = None          # a publisher whose poll missed: it takes the next slot too
+        self._started = None        # when the slot being polled began
         self._probe_waiting_since = None
         self._started = False       # start() is over: a silent mapped meter is reported
 
@@ -164,12 +165,17 @@ class Poller(object):
                 again = False
             else:
                 again = True
-            answer = getattr(self.bus, 'reply_seconds', None) or self.scan_timeout
-            retry_until = started + self.slot - answer - PROBE_MARGIN \
-                if self._connected() else None
-            if publisher.poll(self.bus, retry_until) and not again:
+            self._started = started
+            retry_until = self._retry_until if self._connected() else None
+            if publisher.poll(self.bus, retry_until, started) and not again:
                 self._again = publisher
         return started
+
+    def _retry_until(self):
+        """The latest time a failed read of the slot that began at _started is asked again:
+        room left for an answer as long as the last one took."""
+        answer = self.bus.reply_seconds or self.scan_timeout
+        return self._started + self.slot - answer - PROBE_MARGIN
 
     def wants_probe(self, started):
         """True when probe(started) is to run now. A thread that only polls hands the probes
