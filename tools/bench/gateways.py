@@ -134,7 +134,7 @@ def measure(bench, plan, say):
                 '%.0f µs CPU per read, worst gap %.2f s' % (
                     label, count, row['rate'], row['rate_1'], row['us'], row['gap']))
     return dict(rows=rows, window=window, date=report.machine('')['date'],
-                load=os.getloadavg())
+                load=os.getloadavg(), driver=report.driver_state())
 
 
 def render(result, command):
@@ -148,8 +148,8 @@ def render(result, command):
       'baud with the meters\' 80 ms turnaround, as on the pty. Each case ran at `--interval 0` '
       '(the most reads a second the link carries) and at `--interval 1` (the default: CPU per '
       'read, schedstat, over %g s; whether 8 meters are each still read every second). Measured '
-      'by `%s` on %s, load %.2f at the end.\n\n' % (
-          result['window'], command, result['date'], result['load'][0]))
+      'by `%s` on %s, load %.2f at the end; the driver: %s.\n\n' % (
+          result['window'], command, result['date'], result['load'][0], result['driver']))
     table = []
     for row in rows:
         table.append((row['label'], row['meters'], '%.2f' % row['rate'],
