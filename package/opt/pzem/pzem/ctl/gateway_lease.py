@@ -37,8 +37,7 @@ class GatewayLease(object):
     def __enter__(self):
         state = service_state(self.service)
         if state and state[0]:
-            svc = shutil.which('svc')
-            if svc is None:
+            if shutil.which('svc') is None:
                 raise Failure('%s is in use by its service %s and svc (daemontools) is missing: '
                               'stop the driver first' % (self.name, self.service))
             note('%s is in use by service %s.%s: stopping it with svc -d %s' % (
