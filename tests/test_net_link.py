@@ -83,6 +83,8 @@ def test_the_same_gateway_is_its_host_and_port_whatever_the_kind_or_case():
     ('tcp://gw', 'tcp://HOST:PORT, the port 1..65535'),
     ('mbtcp://gw:70000', 'the port 1..65535'),
     ('tcp://fe80::1:502', 'in brackets'),
+    ('tcp://%s:502' % ('a' * 64), 'is no host name'),
+    ('mbtcp://gw..local:502', 'is no host name'),
 ])
 def test_bad_gateway_urls_get_one_sentence(url, says):
     with pytest.raises(ValueError) as error:
@@ -173,6 +175,12 @@ def test_connect_times_out(meters, gateway, net_link):
     front.start()
     link.open()
     assert check_reply(READ_AC, ask(link, READ_AC, 25), 10)
+
+
+def test_a_host_no_resolver_could_take_is_a_name_that_does_not_resolve():
+    with pytest.raises(PortGone, match=r'^Gateway garage \(gw\.\.local:8899\): the name '
+                       r'gw\.\.local does not resolve \(not a host name\)'):
+        TcpLink('gw..local', 8899, name='garage').open()
 
 
 def test_a_name_that_does_not_resolve():

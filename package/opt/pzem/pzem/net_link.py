@@ -70,7 +70,13 @@ def parse_url(text):
     if not match or not 1 <= int(match.group('port')) <= 65535:
         raise ValueError('%r: give the gateway as %s://HOST:PORT, the port 1..65535 (an IPv6 '
                          'address in brackets: %s://[fe80::1]:502)' % (text, kind, kind))
-    return kind, match.group('ipv6') or match.group('host'), int(match.group('port'))
+    host = match.group('ipv6') or match.group('host')
+    try:
+        host.encode('idna')         # what a name lookup does first
+    except UnicodeError:
+        raise ValueError('%r: %s is no host name (labels of 1 to 63 letters, digits and -, '
+                         'between dots) and no IP address' % (text, host))
+    return kind, host, int(match.group('port'))
 
 
 def is_url(text):
@@ -209,6 +215,8 @@ class TcpLink:
                                      socket.AI_NUMERICHOST)
         except socket.gaierror:
             pass                # a name: look it up
+        except UnicodeError:    # no name a resolver could take (the map's hosts are checked)
+            raise socket.gaierror(socket.EAI_NONAME, 'not a host name')
         if self._lookup is None:
             self._lookup = _Lookup(self._getaddrinfo, self.host, self.port)
         lookup = self._lookup
