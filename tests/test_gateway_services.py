@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from driver_rig import ROOT
 from packaging_helpers import Device, FakeOpkg, build
 
 SERVICES = 'run/pzem/services'
@@ -230,3 +231,38 @@ def test_the_watcher_follows_the_map_and_runs_python_only_when_it_changed(gx, wa
                     linked(gx))
     assert python_runs() == 2
     assert process.poll() is None
+
+
+STUCK_SVC = '''
+set -eu
+. "$INSTALL/common.sh"
+. "$INSTALL/serial-starter.sh"
+on_real_root() { true; }                # act as on the GX, in the folder
+have() { true; }
+svc() {
+    echo "svc $*" >> "$PKG_ROOT/svc.calls"
+    case "$2" in
+    *garage) echo "svc: warning: unable to control $2: file does not exist" >&2; return 111 ;;
+    esac
+}
+for_each_driver -t
+echo "went on"
+'''
+
+
+def test_a_service_svscan_has_not_taken_up_yet_does_not_end_the_install(tmp_path):
+    """configure runs for_each_driver -t under set -e; svc fails on a service linked less than
+    about 5 s before (no supervise yet). A stand-in svc that fails so must not end it."""
+    for name in ('dbus-pzem.ttyUSB0', 'dbus-pzem.garage'):
+        os.makedirs(str(tmp_path / 'service' / name))
+    done = subprocess.run(['sh', '-c', STUCK_SVC], env=dict(
+        os.environ, PKG_ROOT=str(tmp_path), INSTALL=os.path.join(ROOT, 'package', 'opt', 'pzem',
+                                                                 'install')),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == 'went on\n'
+    assert (tmp_path / 'svc.calls').read_text() == (
+        'svc -t %s/service/dbus-pzem.garage\nsvc -t %s/service/dbus-pzem.ttyUSB0\n' % (
+            tmp_path, tmp_path))
+    assert done.stderr == ('pzem-install: %s/service/dbus-pzem.garage is not supervised yet '
+                           '(svscan takes it up within 5 s): not told -t\n' % tmp_path)

@@ -4,15 +4,18 @@ does wrong: a refused or timed-out connect, a name that does not resolve, a drop
 peer that does not speak Modbus, replies with another transaction id."""
 
 import os
+import re
 import socket
+import threading
 import time
 
 import pytest
 
 from gateway_fixtures import ask, gateway, net_link, receive_reply, wait_readable  # noqa: F401
 from sim_fixtures import exchange, raw_port, sim_bus  # noqa: F401 (pytest fixtures)
-from pzem.net_link import (ModbusTcpLink, NotModbus, TcpLink, default_name, link_for,
-                           parse_url)
+from pzem.modbus import Bus
+from pzem.net_link import (KEEPALIVE, USER_TIMEOUT, ModbusTcpLink, NotModbus, TcpLink,
+                           default_name, link_for, parse_url, same_gateway)
 from pzem.rtu import ANSWER, BadFrame, NoReply, PortGone, failure, find_reply, request_frame
 
 
@@ -67,12 +70,21 @@ def test_gateway_urls(url, parsed):
     assert (link.kind, link.host, link.port, link.name) == parsed + ('x',)
 
 
+def test_the_same_gateway_is_its_host_and_port_whatever_the_kind_or_case():
+    assert same_gateway('tcp://EW11-Garage.local:8899', 'mbtcp://ew11-garage.local:8899/')
+    assert same_gateway('mbtcp://[fe80::1]:502', 'mbtcp://[FE80::1]:502')
+    assert not same_gateway('tcp://gw:8899', 'tcp://gw:502')
+    assert not same_gateway('tcp://gw:8899', 'ttyUSB0')
+
+
 @pytest.mark.parametrize('url, says', [
     ('http://gw:80', 'tcp://HOST:PORT for a transparent'),
     ('ttyUSB0', 'no gateway address'),
     ('tcp://gw', 'tcp://HOST:PORT, the port 1..65535'),
     ('mbtcp://gw:70000', 'the port 1..65535'),
     ('tcp://fe80::1:502', 'in brackets'),
+    ('tcp://%s:502' % ('a' * 64), 'is no host name'),
+    ('mbtcp://gw..local:502', 'is no host name'),
 ])
 def test_bad_gateway_urls_get_one_sentence(url, says):
     with pytest.raises(ValueError) as error:
@@ -165,6 +177,12 @@ def test_connect_times_out(meters, gateway, net_link):
     assert check_reply(READ_AC, ask(link, READ_AC, 25), 10)
 
 
+def test_a_host_no_resolver_could_take_is_a_name_that_does_not_resolve():
+    with pytest.raises(PortGone, match=r'^Gateway garage \(gw\.\.local:8899\): the name '
+                       r'gw\.\.local does not resolve \(not a host name\)'):
+        TcpLink('gw..local', 8899, name='garage').open()
+
+
 def test_a_name_that_does_not_resolve():
     link = TcpLink('no-such-gateway.invalid', 8899, name='garage')
     with pytest.raises(PortGone) as error:
@@ -174,6 +192,87 @@ def test_a_name_that_does_not_resolve():
                               'no-such-gateway.invalid does not resolve (')
     assert message.endswith("): check the host in the meter map and the GX's network settings "
                             "(DNS).")
+
+
+class SlowResolver(TcpLink):
+    """A link whose name lookup takes as long as the test wants: a stand-in for a DNS server that
+    does not answer (getaddrinfo itself has no timeout, and none of this machine's names hangs)."""
+
+    release = None      # set by the test: the lookup returns once this event is set
+    lookups = 0
+
+    @staticmethod
+    def _getaddrinfo(host, port, *args):
+        if len(args) == 4 and args[3] & socket.AI_NUMERICHOST:
+            return socket.getaddrinfo(host, port, *args)    # an address, or gaierror at once
+        SlowResolver.lookups += 1
+        SlowResolver.release.wait()
+        return socket.getaddrinfo('127.0.0.1', port, 0, socket.SOCK_STREAM)
+
+
+def test_a_name_lookup_is_bounded_by_the_connect_timeout(meters, gateway):
+    front = gateway(meters, 'tcp')
+    SlowResolver.release, SlowResolver.lookups = threading.Event(), 0
+    link = SlowResolver('ew11-garage.local', front.port, name='garage', connect_timeout=0.2)
+    try:
+        for _ in range(2):      # the second open waits for the same lookup, starts no other
+            started = time.monotonic()
+            with pytest.raises(PortGone) as error:
+                link.open()
+            assert 0.15 < time.monotonic() - started < 1.0
+        assert SlowResolver.lookups == 1
+        assert str(error.value) == (
+            "Gateway garage (ew11-garage.local:%d): the name ew11-garage.local was not resolved "
+            "within 0.2 s: check the GX's network settings (DNS), or give the gateway's IP "
+            "address in the meter map." % front.port)
+        SlowResolver.release.set()
+        link.open()
+        assert check_reply(READ_AC, ask(link, READ_AC, 25), 10)[0] == 2310
+    finally:
+        SlowResolver.release.set()
+        link.close()
+
+
+def test_an_ip_address_is_not_looked_up(meters, gateway):
+    front = gateway(meters, 'tcp')
+    SlowResolver.release, SlowResolver.lookups = threading.Event(), 0
+    link = SlowResolver('127.0.0.1', front.port)
+    try:
+        link.open()
+        assert SlowResolver.lookups == 0
+    finally:
+        link.close()
+
+
+@pytest.mark.parametrize('kind', KINDS)
+def test_a_dead_peer_ends_the_connection_instead_of_hanging_it(meters, gateway, net_link, kind):
+    """TCP itself gives up on a gateway gone from the network: after USER_TIMEOUT s without an
+    acknowledgement while a request waits, and by keepalive probes while none does."""
+    sock = net_link(gateway(meters, kind))._sock
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == USER_TIMEOUT * 1000
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+    assert (sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+            sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+            sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT)) == KEEPALIVE
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+
+
+@pytest.mark.parametrize('kind', KINDS)
+def test_lost_closes_and_says_why_in_one_sentence(meters, gateway, net_link, kind):
+    front = gateway(meters, kind)
+    link = net_link(front, name='garage')
+    assert not link.vanished()
+    front.cut()
+    assert wait_readable(link)
+    with pytest.raises(OSError) as error:
+        link.receive()
+    gone = link.lost(error.value)
+    assert isinstance(gone, PortGone)
+    assert str(gone) == 'Gateway garage (127.0.0.1:%d) closed the connection.' % front.port
+    with pytest.raises(OSError):
+        link.fileno()                               # closed
+    assert str(link.lost(None)) == ('Gateway garage (127.0.0.1:%d): the connection was lost.'
+                                    % front.port)
 
 
 @pytest.mark.parametrize('kind', KINDS)
@@ -245,6 +344,47 @@ def test_a_reply_with_another_transaction_id_is_dropped_and_counted(meters, gate
     assert link.stats['stray_replies'] == 1
     assert check_reply(READ_AC, ask(link, READ_AC, 25), 10)
     assert link.stats['stray_replies'] == 1
+
+
+def test_a_reply_with_another_transaction_id_is_named_in_the_no_reply(meters, gateway, net_link):
+    front = gateway(meters, 'mbtcp')
+    bus = Bus(link=net_link(front, open=False, name='garage'), timeout=0.3)
+    bus.open()
+    try:
+        front.inject('wrong_transaction', count=1)
+        with pytest.raises(NoReply) as error:
+            bus.read_input(1, 10)
+        assert re.match(r'No reply from meter 1 on garage within 0\.3 s: the gateway answered '
+                        r'with Modbus TCP transaction id \d+ where 1 was asked, and such a reply '
+                        r'is dropped: a late answer to an earlier request \(a longer timeout may '
+                        r'help\), or a gateway that mixes up transaction ids\.$',
+                        str(error.value)), str(error.value)
+        assert bus.read_input(1, 10)[0] == 2310     # the next one is in step
+        front.inject('mute', count=1)               # nothing at all: the plain sentence
+        with pytest.raises(NoReply, match='check that it is powered'):
+            bus.read_input(1, 10)
+    finally:
+        bus.close()
+
+
+def test_a_request_given_up_on_does_not_make_the_next_one_miss(meters, gateway, net_link):
+    """A Modbus TCP gateway asks its wire one request at a time: a short ask of a silent
+    address (a scan's) holds it until the gateway's own timeout. The next request waits for that
+    answer first, so it does not miss its own; a meter that answered late is heard."""
+    front = gateway(meters, 'mbtcp', rtu_timeout=0.4)
+    bus = Bus(link=net_link(front, open=False), timeout=0.5)
+    bus.open()
+    try:
+        with pytest.raises(NoReply):
+            bus.read_input(9, 1, timeout=0.1)           # nobody there: exception 11 at 0.4 s
+        assert bus.read_input(1, 10, timeout=0.1)[0] == 2310
+        front.delay = 0.2                               # a meter's answer after the short ask
+        with pytest.raises(NoReply):
+            bus.read_input(3, 1, timeout=0.1)
+        assert bus.read_input(1, 10)[0] == 2310
+        assert bus.heard == {3}
+    finally:
+        bus.close()
 
 
 def test_a_late_reply_never_passes_for_the_next_request(meters, gateway, net_link):

@@ -1,5 +1,5 @@
-"""tools/bench.sh [--quick] [--per-read] [--baseline DIR] [--runs N] [--soak-minutes N]
-                [--output FILE]
+"""tools/bench.sh [--quick] [--per-read] [--gateways] [--baseline DIR] [--runs N]
+                [--soak-minutes N] [--output FILE]
 
 Benchmarks the real driver (`dbus-pzem` as a subprocess on a private dbus-daemon) against the
 simulator in wire-time mode, and writes the numbers to docs/benchmarks.md. Numbers are measured
@@ -23,6 +23,7 @@ from harness import (DRIVER, HERE, ROOT, TURNAROUND, Bench, Changer, ac_meters, 
 from capture import Capture
 import availability
 import discovery
+import gateways
 import instructions
 import per_read
 from dbus_helpers import pump       # tests/dbus_helpers.py: harness put tests/ on sys.path
@@ -39,10 +40,10 @@ T35 = 3.5 * CHAR_BITS / BAUD        # Modbus inter-frame silence the master keep
 PLANS = {   # seconds unless said otherwise
     'full': dict(efficiency=20, cpu=60, soak_minutes=30.0, soak_sample=60, starts=5, exits=3,
                  returns=5, profile=30, per_read=20, finds=5, jitter=60, search=60,
-                 availability=180),
+                 availability=180, gateways=20),
     'quick': dict(efficiency=8, cpu=20, soak_minutes=1.5, soak_sample=10, starts=2, exits=1,
                   returns=3, profile=15, per_read=8, finds=2, jitter=20, search=20,
-                  availability=30),
+                  availability=30, gateways=8),
 }
 
 
@@ -55,6 +56,9 @@ def parse_args(argv):
     p.add_argument('--per-read', action='store_true',
                    help='only CPU per read (1, 8, 16 meters, steady and changing), peak memory '
                    'and the profile')
+    p.add_argument('--gateways', action='store_true',
+                   help='only poll rate and CPU per read through network gateways (about 10 '
+                   'minutes, --quick 5): that section of --output is replaced, the rest kept')
     p.add_argument('--baseline', metavar='DIR',
                    help='a tree (e.g. a git worktree at an older commit) whose driver gives the '
                    '"before" column of the per-read figures')
@@ -293,7 +297,8 @@ def profile(bench, plan):
 SECTIONS = (('efficiency', bus_efficiency), ('cpu', cpu_per_update), ('startup', startup),
             ('exit', exit_without_meter), ('return', meter_return),
             ('discovery', lambda bench, plan: discovery.measure(bench, plan, say)),
-            ('profile', profile), ('soak', soak))
+            ('profile', profile), ('soak', soak),
+            ('gateways', lambda bench, plan: gateways.measure(bench, plan, say)))
 
 
 def main(argv=None):
@@ -303,6 +308,11 @@ def main(argv=None):
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit('bench: stopped by SIGTERM'))
     command = shlex.join(['tools/bench.sh'] + (sys.argv[1:] if argv is None else list(argv)))
+    if args.gateways:
+        with Bench(args.workdir) as bench:
+            gateways.write(args.output, gateways.measure(bench, args.plan, say), command)
+        say('wrote the gateway section of %s' % os.path.relpath(args.output, ROOT))
+        return 0
     began = time.monotonic()
     info = report.machine(command)
     results = {}
@@ -359,6 +369,7 @@ def main(argv=None):
     else:
         page = report.render(info, constants, results)
         page = report.replace_section(page, results['availability'])
+        page = report.replace_section(page, gateways.render(results['gateways'], command))
     with open(args.output, 'w') as f:
         f.write(page)
     say('wrote %s in %.1f minutes' % (os.path.relpath(args.output, ROOT), info['duration'] / 60))

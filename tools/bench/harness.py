@@ -88,8 +88,8 @@ def meter_map(count, model=True, scan=False):
     return '\n'.join(lines) + '\n'
 
 
-def service_name(address):
-    return 'com.victronenergy.%s.pzem_%s_%d' % ('grid' if address == 1 else 'acload', PORT, address)
+def service_name(address, port=PORT):
+    return 'com.victronenergy.%s.pzem_%s_%d' % ('grid' if address == 1 else 'acload', port, address)
 
 
 def ac_meters(count, fault_rate=0.0):
@@ -280,6 +280,7 @@ class DriverRun:
         self.folder = os.path.join(bench.workdir, name)
         shutil.rmtree(self.folder, ignore_errors=True)
         os.makedirs(self.folder)
+        self.port = PORT            # the driver's name for it (a gateway's: its map name)
         self.link = os.path.join(self.folder, PORT)
         self.map_path = os.path.join(self.folder, 'pzem.conf')
         self.log_path = os.path.join(self.folder, 'dbus-pzem.log')
@@ -363,7 +364,7 @@ class DriverRun:
             for address in addresses:
                 if address in owners:
                     continue
-                name = service_name(address)
+                name = service_name(address, self.port)
                 owner = client.owner(name)
                 try:
                     if owner and client.get_value(name, '/Connected') == 1:

@@ -53,10 +53,14 @@ restart_serial_starter() {
     fi
 }
 
-# Services serial-starter made from our template: dbus-pzem.ttyUSB0, ...
+# Our drivers' services: serial-starter's from our template (dbus-pzem.ttyUSB0, ...) and the
+# gateways' (dbus-pzem.NAME). svc fails on a service svscan has not taken up yet (it does within 5 s
+# of its link): that one starts by itself, so it is passed over instead of ending the install.
 for_each_driver() {
     if ! on_real_root || ! have svc; then return 0; fi
-    for service in /service/dbus-pzem.*; do
-        if [ -e "$service" ]; then svc "$1" "$service"; fi
+    for service in "$R"/service/dbus-pzem.*; do
+        if [ -e "$service" ] && ! svc "$1" "$service" 2>/dev/null; then
+            log "$service is not supervised yet (svscan takes it up within 5 s): not told $1"
+        fi
     done
 }

@@ -1,4 +1,7 @@
-"""dbus-pzem [--config FILE] TTY: publish every PZEM meter on one RS-485 port on D-Bus.
+"""dbus-pzem [--config FILE] PORT: publish every PZEM meter on one RS-485 port on D-Bus.
+
+PORT is a tty (serial-starter's ttyUSB0, or a path) or a network gateway's address,
+tcp://HOST:PORT (transparent) or mbtcp://HOST:PORT (Modbus TCP): gateway_driver.py.
 
 Exit codes: 0 stopped by a signal, 1 the port is missing or vanished (or no D-Bus), 2 no meter
 answered at start (so serial-starter tries the next driver on this port), 3 bad command line.
@@ -13,7 +16,7 @@ import time
 
 from gi.repository import GLib
 
-from . import meter_map, modbus, numbers, roles, tty
+from . import meter_map, modbus, net_link, numbers, roles, tty
 from .meter import meter_log
 from .meter_map import MeterSpec
 from .poll import Poller
@@ -36,7 +39,9 @@ class _Parser(argparse.ArgumentParser):
 
 def parse_args(argv):
     p = _Parser(prog='dbus-pzem', description=__doc__.split('\n')[0])
-    p.add_argument('tty', help="serial port: a name under /dev (ttyUSB0) or a path")
+    p.add_argument('tty', metavar='PORT', help="serial port: a name under /dev (ttyUSB0) or a "
+                   "path; or a network gateway: tcp://HOST:PORT (transparent) or "
+                   "mbtcp://HOST:PORT (Modbus TCP)")
     p.add_argument('--config', default=meter_map.DEFAULT_PATH,
                    help='meter map (default %(default)s)')
     p.add_argument('--interval', type=numbers.seconds, help='seconds between polls of one meter')
@@ -47,7 +52,12 @@ def parse_args(argv):
                    help='seconds to wait for a reply when looking for meters (default %(default)s)')
     p.add_argument('--debug', action='store_true', help='log every dropped reading')
     args = p.parse_args(argv)
-    if not tty.name(args.tty):
+    if net_link.is_url(args.tty):
+        try:
+            net_link.parse_url(args.tty)
+        except ValueError as e:
+            p.error(str(e))
+    elif not tty.name(args.tty):
         p.error('give the serial port, e.g. ttyUSB0')
     return args
 
@@ -129,9 +139,9 @@ class Driver(object):
     must run there (a probe that may publish a meter, an edited map: check_map()).
 
     The port is a tty; port_name(), make_bus(), describe_bus() and reason_to_stay() are the only
-    methods that know it. Another kind of port (a Modbus gateway over TCP) is a subclass that
-    overrides them: its bus reads and writes as modbus.Bus does and raises modbus.PortGone when
-    the port goes away.
+    methods that know it. A network gateway is a subclass that overrides them
+    (gateway_driver.GatewayDriver): its bus reads and writes as modbus.Bus does, and instead of
+    raising modbus.PortGone when the connection goes it connects again.
     """
 
     def __init__(self, device, config=meter_map.DEFAULT_PATH, interval=None, timeout=None,
@@ -143,8 +153,8 @@ class Driver(object):
         self.started = clock() if started is None else started
         self.version = read_version()
         self.config = config
-        self.port = self.port_name(device)
         self.follower = MapFollower(config, meter_map.load(config))
+        self.port = self.port_name(device)      # a gateway's name comes from the map
         self.bus_options = self.follower.current.bus_options(self.port)     # as applied
         options = dict(self.bus_options)
         in_map = options.pop('interval', INTERVAL)
@@ -448,7 +458,10 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format='%(levelname)s %(message)s', stream=sys.stderr)
-    driver = Driver(args.tty, args.config, interval=args.interval, timeout=args.timeout,
-                    stopbits=args.stopbits, scan_timeout=args.scan_timeout,
-                    started=time.monotonic() - process_age())
+    kind = Driver
+    if net_link.is_url(args.tty):
+        from .gateway_driver import GatewayDriver as kind
+    driver = kind(args.tty, args.config, interval=args.interval, timeout=args.timeout,
+                  stopbits=args.stopbits, scan_timeout=args.scan_timeout,
+                  started=time.monotonic() - process_age())
     return driver.run()

@@ -181,11 +181,34 @@ class Bus:
         if self._rest:
             self.stats['dropped_bytes'] += len(self._rest)
             self._rest = b''
+        if getattr(self.link, 'pending', False):
+            waited = self._await_pending()
+            now, wait = now + waited, wait - waited
         if self._poll.poll(1000.0 * wait if wait > 0.0 else 0.0):
             self._drain()
             self._suspect = 2
             return time.monotonic()
         return now + wait if wait > 0.0 else now
+
+    def _await_pending(self):
+        """A Modbus TCP gateway asks its wire one request at a time, and answers each, if only
+        with exception 11: a request given up on still holds the wire until then, and the next
+        would wait behind it and miss its own timeout. That answer is waited for (up to the
+        timeout) and dropped; a meter's late answer makes its sender heard, as a late frame on a
+        serial line does (see find_reply's strays). Returns the seconds it waited."""
+        poll, receive = self._poll.poll, self._receive
+        began = time.monotonic()
+        give_up = began + self.timeout
+        while self.link.pending:
+            left = give_up - time.monotonic()
+            if left <= 0 or not poll(1000.0 * left):
+                break
+            data = receive()
+            self.stats['dropped_bytes'] += len(data)
+            if len(data) > 5 and not data[1] & 0x80 and not crc16(data):
+                self.stats['strays'] += 1
+                self.heard.add(data[0])
+        return time.monotonic() - began
 
     def _drain(self):
         """Drop what came since the last exchange until the line has been quiet for t3.5; a
@@ -252,7 +275,9 @@ class Bus:
         return found.value
 
     def _failed(self, request, count, data, found, timeout, sent):
-        error = failure(request, count, data, found, self.port_name, timeout)
+        dropped = getattr(self.link, 'dropped', None)   # a network link may say more
+        error = failure(request, count, data, found, self.port_name, timeout,
+                        dropped() if dropped is not None else None)
         if isinstance(error, NoReply):
             if self.link.vanished():
                 raise self._gone(None)

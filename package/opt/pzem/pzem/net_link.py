@@ -1,7 +1,7 @@
 """Links to PZEM meters behind an RS-485 network gateway: the byte pipe under the Modbus exchange.
 
 Two kinds of gateway, one class each, both with the link interface the exchange uses (name, where,
-char_time, open, close, fileno, send, receive, discard_input):
+char_time, open, close, fileno, send, receive, discard_input, vanished, lost):
 
 - TcpLink (`tcp://HOST:PORT`): a transparent gateway ("TCP server" mode of an Elfin EW11, a
   USR-TCP232, a Waveshare RS485-to-ETH): the RTU frames pass through the connection as they are,
@@ -11,21 +11,30 @@ char_time, open, close, fileno, send, receive, discard_input):
   frame it stands for (unit id + PDU + a freshly computed CRC), so the exchange judges every kind of
   link the same way. A reply with another transaction id (late, or a repeat) is dropped and counted
   in stats['stray_replies']. The gateway's exceptions 10 and 11 (path unavailable, device did not
-  answer) reach the exchange as RTU exception frames. char_time is 0: the gateway times the wire.
+  answer) reach the exchange as RTU exception frames. char_time is 0: the gateway times the wire;
+  `pending` says that the last request's reply has not come (the gateway is still asking).
 
-A link connects only where it is told (with a timeout) and listens on nothing. open() raises
-PortGone with one sentence a person can act on; send() and receive() raise OSError when the
-connection fails or is gone, its strerror a sentence naming the gateway.
+A link connects only where it is told and listens on nothing. open() is bounded by the connect
+timeout, the name lookup included (getaddrinfo has no timeout of its own: it runs in a thread that
+is waited for that long), and raises PortGone with one sentence a person can act on; send() and
+receive() raise OSError when the connection fails or is gone, its strerror a sentence naming the
+gateway. A gateway that drops off the network while a request is on its way is noticed by TCP
+itself (TCP_USER_TIMEOUT: data unacknowledged for USER_TIMEOUT seconds ends the connection), an
+idle one by keepalive probes.
 """
 
 import errno
 import re
 import socket
 import struct
+import threading
+import time
 
 from .rtu import PortGone, crc16
 
 DEFAULT_CONNECT_TIMEOUT = 3.0   # seconds: a gateway on the LAN answers within milliseconds
+USER_TIMEOUT = 10.0     # seconds a request may stay unacknowledged before the connection is dead
+KEEPALIVE = (10, 5, 3)  # idle seconds before the first probe, seconds between probes, probes
 MBAP = struct.Struct('>HHHB')   # transaction id, protocol id (0), length (unit id + PDU), unit id
 MAX_MBAP_LENGTH = 254           # unit id + the longest PDU (253 bytes)
 _URL = re.compile(r'(?P<kind>[a-z]+)://(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:/\[\]]+))'
@@ -61,7 +70,29 @@ def parse_url(text):
     if not match or not 1 <= int(match.group('port')) <= 65535:
         raise ValueError('%r: give the gateway as %s://HOST:PORT, the port 1..65535 (an IPv6 '
                          'address in brackets: %s://[fe80::1]:502)' % (text, kind, kind))
-    return kind, match.group('ipv6') or match.group('host'), int(match.group('port'))
+    host = match.group('ipv6') or match.group('host')
+    try:
+        host.encode('idna')         # what a name lookup does first
+    except UnicodeError:
+        raise ValueError('%r: %s is no host name (labels of 1 to 63 letters, digits and -, '
+                         'between dots) and no IP address' % (text, host))
+    return kind, host, int(match.group('port'))
+
+
+def is_url(text):
+    """True for anything written as a gateway address (KIND://...), good or not: the driver and
+    pzemctl then take it as a gateway, and parse_url says what is wrong with it."""
+    return '://' in text
+
+
+def same_gateway(url, other):
+    """True when two gateway URLs name the same host and TCP port (whatever kind they say)."""
+    try:
+        _, host, port = parse_url(url)
+        _, other_host, other_port = parse_url(other)
+    except ValueError:
+        return False
+    return (host.lower(), port) == (other_host.lower(), other_port)
 
 
 def link_for(url, name=None, **options):
@@ -90,7 +121,9 @@ class TcpLink:
         self.char_time = (1 + 8 + (parity != 'N') + stopbits) / float(baudrate)
         self.connect_timeout = connect_timeout
         self.stats = {'stray_replies': 0}
+        self.last_heard = None  # when bytes last came from the gateway (time.monotonic())
         self._sock = None
+        self._lookup = None     # the name lookup still running, if any
 
     @property
     def url(self):
@@ -100,15 +133,17 @@ class TcpLink:
         return '<%s %s>' % (type(self).__name__, self.where)
 
     def open(self):
+        """Connect within connect_timeout, the name lookup included; PortGone otherwise."""
         if self._sock is not None:
             return
         try:
-            sock = socket.create_connection((self.host, self.port), self.connect_timeout)
+            sock = self._connect(time.monotonic() + self.connect_timeout)
         except OSError as error:
             raise PortGone(self._open_problem(error))
         sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)     # frames are tiny
+        _set_options(sock)
         self._sock = sock
+        self.last_heard = time.monotonic()
         self._opened()
 
     def close(self):
@@ -138,7 +173,62 @@ class TcpLink:
         except OSError:
             pass        # gone: the next send or receive says so
 
+    def vanished(self):
+        """A network link has no device node that could disappear: False."""
+        return False
+
+    def lost(self, error):
+        """Why the connection became unusable, as the PortGone to raise (it is closed)."""
+        self.close()
+        text = getattr(error, 'strerror', None) or (str(error) if error is not None else '')
+        return PortGone(_sentence(text or '%s: the connection was lost' % self.where))
+
+    def dropped(self):
+        """A sentence about replies this link dropped since the last request, or None."""
+        return None
+
     # -- the socket ---------------------------------------------------------------------------
+
+    def _connect(self, deadline):
+        """A connected socket, within `deadline` (monotonic), lookup included; OSError."""
+        error = socket.timeout('timed out')
+        for family, kind, protocol, _, address in self._addresses(deadline):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            sock = socket.socket(family, kind, protocol)
+            try:
+                sock.settimeout(left)
+                sock.connect(address)
+                return sock
+            except OSError as failed:
+                sock.close()
+                error = failed
+        raise error
+
+    def _addresses(self, deadline):
+        """getaddrinfo's answer for the host, waited for until `deadline`. An IP address needs
+        no lookup; a name is looked up in a thread of its own, which a later call waits for
+        again while it still runs (one lookup at a time, however long the resolver takes)."""
+        try:
+            return self._getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM, 0,
+                                     socket.AI_NUMERICHOST)
+        except socket.gaierror:
+            pass                # a name: look it up
+        except UnicodeError:    # no name a resolver could take (the map's hosts are checked)
+            raise socket.gaierror(socket.EAI_NONAME, 'not a host name')
+        if self._lookup is None:
+            self._lookup = _Lookup(self._getaddrinfo, self.host, self.port)
+        lookup = self._lookup
+        lookup.join(max(0.0, deadline - time.monotonic()))
+        if lookup.is_alive():
+            raise LookupTimeout(errno.ETIMEDOUT, 'the name lookup did not end')
+        self._lookup = None     # the next open() looks the name up afresh
+        if lookup.error is not None:
+            raise lookup.error
+        return lookup.result
+
+    _getaddrinfo = staticmethod(socket.getaddrinfo)     # tests put a slow resolver here
 
     def _opened(self):
         """Called once connected: state of the kind."""
@@ -172,6 +262,7 @@ class TcpLink:
                     self.where, error.strerror or error))
             if not chunk:
                 return b''.join(chunks), True
+            self.last_heard = time.monotonic()
             chunks.append(chunk)
             if len(chunk) < 4096:
                 return b''.join(chunks), False  # all there was: no extra call to learn so
@@ -182,6 +273,10 @@ class TcpLink:
 
     def _open_problem(self, error):
         where = self.where[0].upper() + self.where[1:]
+        if isinstance(error, LookupTimeout):
+            return ('%s: the name %s was not resolved within %g s: check the GX\'s network '
+                    'settings (DNS), or give the gateway\'s IP address in the meter map.' % (
+                        where, self.host, self.connect_timeout))
         if isinstance(error, socket.gaierror):
             return ('%s: the name %s does not resolve (%s): check the host in the meter map and '
                     'the GX\'s network settings (DNS).' % (where, self.host, error.strerror))
@@ -207,6 +302,7 @@ class ModbusTcpLink(TcpLink):
         self._buffer = bytearray()
         self._transaction = 0
         self._expected = None       # the transaction id of the request in flight
+        self._stray = None          # the transaction id of a reply dropped since the last send
 
     def _opened(self):
         del self._buffer[:]
@@ -216,8 +312,24 @@ class ModbusTcpLink(TcpLink):
         """`frame`: an RTU request with its CRC; it goes out as unit id + PDU in an MBAP frame."""
         self._transaction = self._transaction % 0xFFFF + 1
         pdu = frame[1:-2]
+        self._stray = None
         self._send(MBAP.pack(self._transaction, 0, len(pdu) + 1, frame[0]) + pdu)
         self._expected = self._transaction
+
+    @property
+    def pending(self):
+        """True while the last request has had no reply: the gateway is still at it (the
+        exchange waits for that reply before it sends another request)."""
+        return self._expected is not None
+
+    def dropped(self):
+        """What became of the replies that came since the last request and were dropped."""
+        if self._stray is None:
+            return None
+        return ('the gateway answered with Modbus TCP transaction id %d where %d was asked, and '
+                'such a reply is dropped: a late answer to an earlier request (a longer timeout '
+                'may help), or a gateway that mixes up transaction ids' % (
+                    self._stray, self._transaction))
 
     def receive(self):
         data, ended = self._read()
@@ -251,6 +363,7 @@ class ModbusTcpLink(TcpLink):
             del buffer[:end]
             if transaction != self._expected:
                 self.stats['stray_replies'] += 1
+                self._stray = transaction
                 continue
             self._expected = None       # one reply per request: a repeat is a stray one
             crc = crc16(frame)
@@ -267,3 +380,42 @@ class ModbusTcpLink(TcpLink):
 
 
 LINKS = {'tcp': TcpLink, 'mbtcp': ModbusTcpLink}
+
+
+class LookupTimeout(OSError):
+    """The name lookup took longer than the connect timeout."""
+
+
+class _Lookup(threading.Thread):
+    """getaddrinfo in a thread of its own, so that a slow resolver can be waited for with a
+    timeout (a daemon thread: one left running never holds the process up)."""
+
+    def __init__(self, getaddrinfo, host, port):
+        threading.Thread.__init__(self, name='lookup %s' % host, daemon=True)
+        self._getaddrinfo = getaddrinfo
+        self.host, self.port = host, port
+        self.result = self.error = None
+        self.start()
+
+    def run(self):
+        try:
+            self.result = self._getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)
+        except OSError as error:
+            self.error = error
+
+
+def _set_options(sock):
+    """Small frames go out at once; a dead peer ends the connection instead of hanging it."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in zip(('TCP_KEEPIDLE', 'TCP_KEEPINTVL', 'TCP_KEEPCNT'), KEEPALIVE):
+        if hasattr(socket, option):         # Linux (Venus OS); not everywhere
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+    if hasattr(socket, 'TCP_USER_TIMEOUT'):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(USER_TIMEOUT * 1000))
+
+
+def _sentence(text):
+    """`text` as a sentence: a capital first, a full stop at the end."""
+    text = text.strip()
+    return text[:1].upper() + text[1:] + ('' if text.endswith('.') else '.')

@@ -81,6 +81,9 @@ class Poller(object):
         nothing answers, ask again (one lost reply must not send the driver away). between(),
         called after each probe, lets the caller serve what waits (D-Bus asks the meters
         published so far). Returns how many meters are published. Raises modbus.PortGone."""
+        if not self._connected():
+            self._started = True    # nothing can be asked: ask_again() once it can
+            return 0
         likely = self.discovery.start_up() if self.discovery is not None else []
         between = between or (lambda: None)
         for _ in range(START_PASSES):
@@ -128,6 +131,18 @@ class Poller(object):
     def _room(self, deadline):
         return self.clock() + self.scan_timeout + PROBE_MARGIN <= deadline
 
+    def _connected(self):
+        """False while the bus cannot carry a request (a gateway not connected: every ask
+        fails at once, so a poll is not asked again and nothing is probed)."""
+        return getattr(self.bus, 'connected', True)
+
+    def ask_again(self):
+        """The bus carries requests again after it could not (a gateway connected again): the
+        map's meters that have not answered are asked now, not after their backoff."""
+        now = self.clock()
+        for waiting in self.waiting:
+            waiting.due = min(waiting.due, now)
+
     # -- the poll loop -----------------------------------------------------------------------
 
     def tick(self):
@@ -163,7 +178,10 @@ class Poller(object):
 
     def _retry_until(self):
         """The latest time a failed read of the slot that began at _slot_started is asked
-        again: room left for an answer as long as the last one took."""
+        again: room left for an answer as long as the last one took (None: not again, with a
+        gateway that is not connected)."""
+        if not self._connected():
+            return None
         answer = self.bus.reply_seconds or self.scan_timeout
         return self._slot_started + self.slot - answer - PROBE_MARGIN
 
@@ -210,6 +228,8 @@ class Poller(object):
 
     def _probe_turn(self, started):
         """((kind, target), room left) when a probe is to run now, else None."""
+        if not self._connected():
+            return None
         probe = self._next_probe()
         if probe is None:
             self._probe_waiting_since = None

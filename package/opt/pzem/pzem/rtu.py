@@ -165,9 +165,11 @@ def find_reply(request, count, data):
     return Found(SPOILT if spoilt else PENDING, spoilt or head, 0, strays)
 
 
-def failure(request, count, data, found, port, timeout=None):
+def failure(request, count, data, found, port, timeout=None, dropped=None):
     """The exception (not raised) for an exchange that ended without an answer: `data` is all
-    that came, `found` what find_reply() made of it. One sentence a person can act on."""
+    that came, `found` what find_reply() made of it, `dropped` what the link said of replies it
+    dropped itself (a Modbus TCP reply with another transaction id). One sentence a person can
+    act on."""
     asked, function = request[0], request[1]
     where = 'meter %d on %s' % (asked, port) if asked != GENERAL_ADDRESS else \
         'the meter at the general address 0xF8 on %s' % port
@@ -208,6 +210,8 @@ def failure(request, count, data, found, port, timeout=None):
                             _capital(where), length - 5, 2 * count))
     if len(data) > sum(s[2] for s in found.strays):
         return BadFrame(garbled % _capital(where))      # bytes that are no frame: noise
+    if dropped and not data:
+        return NoReply('No reply from %s%s: %s.' % (where, within, dropped))
     if found.strays:
         return NoReply('No reply from %s%s, but address %s answered: probably late, to an '
                        'earlier request (a longer timeout may help).' % (

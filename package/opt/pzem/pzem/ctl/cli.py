@@ -13,7 +13,6 @@ from ..rtu import ADDRESSES, MAX_ADDRESS, MIN_ADDRESS
 from . import address, commands, config_check, monitor, pins, status
 from .console import FAILED, OK, Failure, UsageError, can_ask, note
 from .port import Port
-from .port_lease import PortLease
 
 EXAMPLES = """examples (one meter connected at a time while setting addresses):
   pzemctl ttyUSB0 scan
@@ -28,7 +27,9 @@ EXAMPLES = """examples (one meter connected at a time while setting addresses):
   pzemctl check-config /data/conf/pzem.conf
   pzemctl status                          # which ports run dbus-pzem, their meters, the log
 
-  PORT is the adapter's tty (ttyUSB0) or a path (/dev/ttyUSB0, ./ttyUSB0 for the simulator);
+  PORT is the adapter's tty (ttyUSB0) or a path (/dev/ttyUSB0, ./ttyUSB0 for the simulator),
+  or a network gateway: tcp://HOST:PORT (transparent), mbtcp://HOST:PORT (Modbus TCP) or the
+  name of a [gateway:NAME] in the map (pzemctl garage scan).
   pzemctl PORT COMMAND --help explains one command.
 """
 
@@ -102,7 +103,8 @@ def parser():
     config, serial, sweep, take, write = option_groups()
     p = argparse.ArgumentParser(prog='pzemctl', description=__doc__.split('\n')[0],
                                 epilog=EXAMPLES, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument('port', metavar='PORT', help='serial port: ttyUSB0 or a path')
+    p.add_argument('port', metavar='PORT', help='serial port (ttyUSB0 or a path) or network '
+                   'gateway (tcp://HOST:PORT, mbtcp://HOST:PORT or its name in the map)')
     sub = p.add_subparsers(dest='command', metavar='COMMAND')
     sub.required = True
 
@@ -239,10 +241,14 @@ def run(args):
         missing = needs_pymodbus and pymodbus_missing()
         if missing:
             raise Failure(missing)
-    port.check_serial()
+    port.check()
     if args.command in ON_THE_ADAPTER:
+        if port.gateway is not None:
+            raise UsageError('%s is a network gateway: there is no USB adapter to %s (its driver '
+                             'runs as the service dbus-pzem.%s, made from the map)' % (
+                                 port.name, args.command, port.name))
         ON_THE_ADAPTER[args.command](port, args)
         return OK
-    with PortLease(port.path, port.name, args.yes):
+    with port.lease(args.yes):
         ON_THE_BUS[args.command](port, args)
     return OK

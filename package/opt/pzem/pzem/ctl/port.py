@@ -1,25 +1,53 @@
-"""The serial port pzemctl works on: its /dev path, its bare tty name, and buses opened on it."""
+"""The port pzemctl works on: a serial port (its /dev path and bare tty name) or a network gateway
+(its URL and the name the map gives it), the buses opened on it, and how it is borrowed from the
+driver that holds it."""
 import contextlib
 import os
 import stat
 
-from .. import meter_map, modbus, tty
+from .. import meter_map, modbus, net_link, tty
 from .console import Failure, UsageError
 
 SCAN_TIMEOUT = 0.15     # real PZEMs answer a 1-register read within ~100-120 ms
+SERIAL_KEYS = ('baudrate', 'stopbits', 'parity')
+
+
+def gateway_for(arg, the_map):
+    """(port name, URL, whether the map names it) when `arg` is a network gateway: a URL (named
+    as the map's gateway with its host and port, else net_link.default_name) or the name of a
+    gateway the map declares; None for a serial port. UsageError for a URL that cannot be one."""
+    if net_link.is_url(arg):
+        try:
+            _, host, port = net_link.parse_url(arg)
+        except ValueError as e:
+            raise UsageError(str(e))
+        named = next((g.name for g in the_map.gateways() if net_link.same_gateway(g.url, arg)),
+                     None)
+        return named or net_link.default_name(host, port), arg, named is not None
+    if '/' not in arg:
+        named = next((g for g in the_map.gateways() if g.name == arg), None)
+        if named is not None:
+            return named.name, named.url, True
+    return None
 
 
 class Port(object):
     def __init__(self, arg, config=meter_map.DEFAULT_PATH, stopbits=None, timeout=None,
                  scan_timeout=None):
-        """arg: a bare name under /dev ('ttyUSB0', as serial-starter names it) or a path; a
-        trailing / is dropped (a serial port is no folder)."""
-        arg = arg.rstrip('/') or arg
+        """arg: a bare name under /dev ('ttyUSB0', as serial-starter names it) or a path (a
+        trailing / is dropped: a serial port is no folder); or a network gateway: tcp://HOST:PORT,
+        mbtcp://HOST:PORT or the name of a [gateway:NAME] in the map."""
+        the_map = meter_map.load(config)
+        self.gateway = gateway_for(arg, the_map)
+        if self.gateway is None:
+            arg = arg.rstrip('/') or arg
+            self.path = tty.path(arg)
+            self.name = tty.name(arg)
+        else:
+            self.name, self.path, _ = self.gateway      # the path is the gateway's URL
         self.arg = arg
-        self.path = tty.path(arg)
-        self.name = tty.name(arg)
         self.config = config
-        options = self._map_options()      # modbus.Bus has the defaults for the rest
+        options = self._map_options(the_map)      # modbus.Bus has the defaults for the rest
         if stopbits is not None:
             options['stopbits'] = stopbits
         if timeout is not None:
@@ -27,11 +55,17 @@ class Port(object):
         self.options = options
         self.scan_timeout = scan_timeout if scan_timeout is not None else SCAN_TIMEOUT
 
-    def _map_options(self):
+    def _map_options(self, the_map):
         """The map's serial settings for this port (stop bits, echo, ...); none without a map."""
         wanted = ('baudrate', 'stopbits', 'parity', 'local_echo', 'timeout')
-        options = meter_map.load(self.config).bus_options(self.name)
+        options = the_map.bus_options(self.name)
         return dict((k, v) for k, v in options.items() if k in wanted)
+
+    def check(self):
+        """Failure with one sentence unless the port is a terminal device pzemctl may open (a
+        gateway is checked when pzemctl connects to it)."""
+        if self.gateway is None:
+            self.check_serial()
 
     def check_serial(self):
         """Failure with one sentence unless the port is a terminal device pzemctl may open."""
@@ -72,9 +106,25 @@ class Port(object):
         options = dict(self.options)
         if scanning:
             options['timeout'] = self.scan_timeout
-        bus = modbus.Bus(self.path, **options)
+        if self.gateway is None:
+            bus = modbus.Bus(self.path, **options)
+        else:
+            serial = dict((key, options.pop(key)) for key in SERIAL_KEYS if key in options)
+            link = net_link.link_for(self.path, name=self.name if self.gateway[2] else None,
+                                     **serial)
+            if link.kind == 'mbtcp':
+                options.pop('local_echo', None)     # the gateway takes the frames apart
+            bus = modbus.Bus(link=link, **options)
         bus.open()
         try:
             yield bus
         finally:
             bus.close()
+
+    def lease(self, yes=False):
+        """The port, taken from the driver that holds it for as long as the with-block runs."""
+        if self.gateway is None:
+            from .port_lease import PortLease
+            return PortLease(self.path, self.name, yes)
+        from .gateway_lease import GatewayLease
+        return GatewayLease(self.path, self.name)

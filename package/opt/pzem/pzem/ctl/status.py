@@ -12,9 +12,10 @@ import os
 import re
 import time
 
-from .. import tty
-from .console import say
-from .port_lease import DRIVER, TAI64_UNIX, driver_processes, service_dir, service_state
+from .. import meter_map, tty
+from .console import UsageError, say
+from .port import gateway_for
+from .port_lease import DRIVER, TAI64_UNIX, driver_processes, program, service_dir, service_state
 
 LOG_DIR = '/var/log'
 LOG_LINES = 8
@@ -38,10 +39,10 @@ def status(port_arg=None):
                     for s in glob.glob(os.path.join(service_dir(), DRIVER + '.*')))
     processes = {}
     for pid, argv in driver_processes():
-        processes.setdefault(tty.name(argv[-1]), []).append((pid, argv))
+        processes.setdefault(port_of(argv), []).append((pid, argv))
     meters, bus_trouble = published()
     if port_arg:
-        ports = [tty.name(port_arg)]
+        ports = [port_name(port_arg)]
     else:
         known = set(services) | set(processes)
         ports = sorted(known | (set(meters) - set(safe(p) for p in known)))
@@ -58,6 +59,25 @@ def status(port_arg=None):
             say('  ' + line)
         for line in log_lines(port):
             say('  ' + line)
+
+
+def port_name(arg, config=meter_map.DEFAULT_PATH):
+    """The port `arg` names: a tty's bare name, or a gateway's name (its URL or its name in the
+    map)."""
+    try:
+        gateway = gateway_for(arg, meter_map.load(config))
+    except UsageError:
+        gateway = None
+    return tty.name(arg) if gateway is None else gateway[0]
+
+
+def port_of(argv):
+    """The port a dbus-pzem command line runs on (its last word), named as the driver names it:
+    a gateway by the map its --config gives."""
+    words = program(argv)
+    config = words[words.index('--config') + 1] if '--config' in words[:-2] else \
+        meter_map.DEFAULT_PATH
+    return port_name(words[-1], config)
 
 
 def service_lines(port, service):
