@@ -119,7 +119,7 @@ Page {
 			text: qsTrId("pzem_meters_meter_entry").arg(address)
 					.arg(nameItem.value || roleItem.value || modelItem.value || "")
 			secondaryText: model.item.value === 0
-					? words.number(powerItem.value, 0, "W")
+					? words.number(readings.power.value, 0, "W")
 					: words.meterState(model.item.value, reasonItem.value || "")
 			onClicked: Global.pageManager.pushPage("qrc:/PzemMeters/PzemMeters_Meter.qml",
 					{ "portUid": root.portUid, "address": address })
@@ -127,8 +127,18 @@ Page {
 			VeQuickItem { id: nameItem; uid: meterEntry.meterUid + "/Name" }
 			VeQuickItem { id: roleItem; uid: meterEntry.meterUid + "/Role" }
 			VeQuickItem { id: modelItem; uid: meterEntry.meterUid + "/Model" }
-			VeQuickItem { id: powerItem; uid: meterEntry.meterUid + "/Power" }
 			VeQuickItem { id: reasonItem; uid: meterEntry.meterUid + "/Reason" }
+			VeQuickItem { id: serviceItem; uid: meterEntry.meterUid + "/Service" }
+			VeQuickItem { id: instanceItem; uid: meterEntry.meterUid + "/DeviceInstance" }
+			VeQuickItem { id: phaseItem; uid: meterEntry.meterUid + "/Phase" }
+
+			PzemMeters_Readings {
+				id: readings
+				service: serviceItem.value || ""
+				instance: instanceItem.value
+				phase: phaseItem.value || ""
+				role: roleItem.value || ""
+			}
 		}
 	}
 }

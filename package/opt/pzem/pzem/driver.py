@@ -22,6 +22,8 @@ PROBE_SECONDS = 4.0     # serial-starter waits for us: give up well within 5 s
 INTERVAL = 1.0          # the meters refresh about once a second
 SCAN_TIMEOUT = 0.15     # a PZEM answers a one-register read in about 0.1 s
 MAP_CHECK_SECONDS = 2.0
+SEARCH_REPORT_SECONDS = 1.0     # a requested search's progress on the port's service
+WORK_SECONDS = 15.0             # close() waits this long for a request that has the port
 
 EXIT_STOPPED, EXIT_PORT, EXIT_NO_METER, EXIT_COMMAND_LINE = 0, 1, 2, 3
 
@@ -165,6 +167,10 @@ class Driver(object):
         self.loop = self.connection = self.directions = self.context = None
         self.poller = self.poll_thread = self.ess_watch = None
         self.signal_sources = []
+        self.port_service = None    # the port's own service (serve_port())
+        self.found_here = set()     # addresses of the meters this run found (found())
+        self.holding = False        # a request has the port: no poll, no probe (hold_port())
+        self.worker = None          # the thread that carries that request out
 
     # -- the port: what another kind of port overrides -------------------------------------
 
@@ -240,7 +246,8 @@ class Driver(object):
             directions=lambda spec: self.directions.get(spec.vebus),
             stores=lambda ident, log: energy.EnergyStore(self.connection, ident, logger=log),
             energy_for=lambda model: energy.PhaseEnergy(model.max_kw),
-            on_start=lambda publisher: self.warn_if_unsigned_grid([publisher]))
+            on_start=lambda publisher: self.warn_if_unsigned_grid([publisher]),
+            on_change=self.port_changed)
         return None
 
     def start_up(self):
@@ -249,7 +256,8 @@ class Driver(object):
         port went away."""
         self.poller = Poller(self.bus, self.port, self.follower.current.meters_for(self.port),
                              self.interval, self.publish, self.found, scan=self.scan,
-                             scan_timeout=self.scan_timeout, clock=self.clock)
+                             scan_timeout=self.scan_timeout, clock=self.clock,
+                             changed=self.port_changed)
         try:
             # D-Bus is served between the probes: a meter is on the bus, answering, at once
             count = self.poller.start(deadline=self.started + PROBE_SECONDS,
@@ -277,12 +285,12 @@ class Driver(object):
         return None
 
     def watch(self):
-        """Follow what the driver acts on besides its meters: ESS's grid metering. The driver's
-        own D-Bus service (what a GUI page would drive, as dbus-modbus-client's
-        com.victronenergy.modbusclient.<name> with its writable /Scan) belongs here too, on
-        self.connection, closed in close()."""
+        """Follow what the driver acts on besides its meters (ESS's grid metering), and serve
+        the port's own service (what the GUI page drives, as dbus-modbus-client's
+        com.victronenergy.modbusclient.<name> with its writable /Scan)."""
         from . import system
         self.ess_watch = system.EssGridMetering(self.connection, self.on_ess)
+        self.serve_port()
 
     def start_polling(self):
         """The poll thread, from one slot on, and the signals that stop it."""
@@ -317,7 +325,10 @@ class Driver(object):
         self.signal_sources = []
         if self.poll_thread is not None:
             self.poll_thread.stop()
-        for part in (self.ess_watch, self.poller, self.directions, self.connection, self.bus):
+        if self.worker is not None:     # a meter write half done is worse than a slow stop
+            self.worker.join(WORK_SECONDS)
+        for part in (self.port_service, self.ess_watch, self.poller, self.directions,
+                     self.connection, self.bus):
             if part is not None:
                 part.close()
 
@@ -351,6 +362,7 @@ class Driver(object):
                 'could not add it to the map (%s): published as %s; GUI changes to it are '
                 'refused until the map can be written', e, role)
             sections = ()
+        self.found_here.add(address)
         return MeterSpec.single(address, role=role, sections=sections)
 
     def on_ess(self, value):
@@ -381,11 +393,13 @@ class Driver(object):
         creates or closes a D-Bus connection (a probe that publishes a meter, an edited map)
         is handed to the main loop: dbus-python must not set a connection up or take it down
         while the main loop may be dispatching on it."""
+        if self.holding:        # a request has the port (hold_port()): no poll, no probe
+            return self.poller.slot
         slot_started = self.clock()
         try:
             self.poller.poll_next()
             if 'probe' not in self.pending and self.poller.wants_probe(slot_started):
-                self.hand_over('probe', lambda: self.poller.probe(slot_started))
+                self.hand_over('probe', lambda: self.holding or self.poller.probe(slot_started))
         except modbus.PortGone as e:
             log.error('%s', e)
             self.stop(EXIT_PORT, 'the serial port went away')
@@ -398,6 +412,13 @@ class Driver(object):
             if 'map' not in self.pending and self.follower.touched():
                 self.hand_over('map', self.check_map)
         return self.poller.slot
+
+    def follow_map(self):
+        """Apply the map at once after the driver itself changed it (a meter's new address):
+        until then the poller would count misses at the old address and the search might
+        publish the meter at the new one with the default role."""
+        new = self.follower.changed() or meter_map.load(self.config)
+        self.poller.apply_map(new.meters_for(self.port))
 
     def check_map(self):
         """Apply an edited map, when it can be used (main loop, lock held)."""
@@ -442,6 +463,151 @@ class Driver(object):
         for _ in range(most):
             if not context.iteration(False):
                 return
+
+
+    # -- the port's own service: what the GUI page shows and asks for -----------------------------
+
+    def serve_port(self):
+        """Publish the port's own service (port_service) on the driver's connection; without
+        it the meters are published all the same."""
+        from .port_service import PortService
+        from .port_source import DriverSource
+        try:
+            self.port_service = PortService(self.port, DriverSource(self), self.version,
+                                            bus=self.connection, lock=self.lock)
+        except Exception as e:      # another process has the name, D-Bus trouble
+            log.error('the port\'s own service (for the GUI page) could not be published: %s', e)
+
+    def port_changed(self, urgent=True):
+        """What the port's service shows changed (any thread): PortService.changed()."""
+        if self.port_service is not None:
+            self.port_service.changed(urgent)
+
+    def hold_port(self, work, finish, done):
+        """Carry out a request that talks to the meters (main loop, lock held): work() runs on
+        a thread of its own with the port to itself, as pzemctl has it: the poll thread skips
+        its ticks (tick()) while the main loop goes on answering D-Bus. Then finish(what work
+        returned) runs in the main loop with the lock held and returns (ok, sentence) for
+        done(). A failure of work() (its exception's sentence) changes nothing of the meters."""
+        from .port_source import sentence
+        self.holding = True
+
+        def run():
+            try:
+                result, error = work(), None
+            except modbus.PortGone as e:
+                log.error('%s', e)
+                self.stop(EXIT_PORT, 'the serial port went away')
+                result, error = None, str(e)
+            except Exception as e:      # AddressChangeError, ResetNotConfirmed, ModbusError
+                result, error = None, str(e) or e.__class__.__name__
+            self.soon(lambda: conclude(result, error))
+
+        def conclude(result, error):
+            self.holding = False
+            self.worker = None
+            if error is not None:
+                done(False, sentence(error))
+                return
+            try:
+                ok, said = finish(result)
+            except Exception as e:
+                log.exception('finishing a request failed')
+                ok, said = False, 'The request was carried out, but the driver failed to ' \
+                                  'follow it (%s): restart the driver.' % e
+            done(ok, said)
+        self.worker = threading.Thread(target=run, name='request', daemon=True)
+        self.worker.start()
+        return None
+
+    def set_meter_address(self, address, new, done):
+        """The port service's set-address (main loop, lock held): the meter at `address` gets
+        `new` and its map section follows it (address_change, as for pzemctl set-address); the
+        new map applies at once."""
+        from . import address_change
+
+        def finish(change):
+            self.follow_map()
+            said = 'The %s on %s now answers at address %d (was %d)' % (
+                change.model.name, self.port, new, address)
+            if change.moved:
+                said += '; in the map, [%s] is now [%s]' % change.moved
+            elif change.added:
+                said += '; the map had no section for it: added [%s] with role %s' % (
+                    change.added, roles.DEFAULT_ROLE[change.model.family])
+            return True, said + '.'
+        return self.hold_port(
+            lambda: address_change.change_address(self.bus, self.port, address, new,
+                                                  self.config),
+            finish, done)
+
+    def reset_meter_energy(self, address, done):
+        """The port service's reset-energy (main loop, lock held): the meter's own counter
+        goes to 0 (energy_reset, as for pzemctl reset-energy); the published totals go on from
+        where they are."""
+        from .energy_reset import reset_counter
+        meter = next((m for p in self.poller.published for _, m in p.phases
+                      if m.address == address), None)
+        if meter is None:
+            return 'No meter is published at address %d on %s.' % (address, self.port)
+        before = meter.reading['energy'] if meter.reading else None
+
+        def finish(kwh):
+            meter.counter_reset(kwh)
+            return True, ('The energy counter of the %s at address %d was reset: it reads %.3f '
+                          'kWh now%s. The published totals keep counting up.' % (
+                              meter.model.name, address, kwh,
+                              '' if before is None else ' (was %.3f kWh)' % before))
+        return self.hold_port(
+            lambda: reset_counter(self.bus, address, meter.model), finish, done)
+
+    def search_meters(self, start, done):
+        """The port service's search: every address nobody named is asked between the polls
+        (Poller.search); done() when every address was asked, or when it is stopped."""
+        self.poller.search(start)
+        if not start:
+            return None         # the running search notices and reports its end
+        before = set(self.found_here)
+
+        def follow():
+            with self.lock:
+                percent = self.poller.search_percent()
+                self.port_changed()
+                if percent is not None:
+                    return True
+                found = sorted(self.found_here - before)
+                said = 'The search was stopped' if self.poller.search_stopped else \
+                    'Every address was asked'
+                done(True, '%s: %s.' % (said, 'found no new meter' if not found else
+                                        'found %d new meter(s), at address %s' % (
+                                            len(found), ', '.join(map(str, found)))))
+                return False
+        GLib.timeout_add(int(SEARCH_REPORT_SECONDS * 1000), follow)
+        return None
+
+    def pin_port(self, on, done):
+        """The port service's pin / unpin: the adapter's udev rule (pins, as for pzemctl
+        pin); on a thread of its own, as the installer it runs reloads udev."""
+        from . import pins
+        from .port_source import sentence
+
+        def run():
+            try:
+                key, value, was, rules = (pins.pin if on else pins.unpin)(
+                    self.port, self.bus.path)
+            except pins.PinError as e:
+                done(False, sentence(str(e)))
+                return
+            if on:
+                said = 'Pinned %s (%s=%s) to the pzem driver in %s; it takes effect when the ' \
+                       'adapter is plugged in again.' % (self.port, key, value, rules)
+            elif was:
+                said = 'Unpinned %s: its rule is removed from %s.' % (self.port, rules)
+            else:
+                said = '%s was not pinned: nothing to remove.' % self.port
+            done(True, said)
+        threading.Thread(target=run, name='pin', daemon=True).start()
+        return None
 
 
 def main(argv=None):
