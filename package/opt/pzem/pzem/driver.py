@@ -22,8 +22,7 @@ PROBE_SECONDS = 4.0     # serial-starter waits for us: give up well within 5 s
 INTERVAL = 1.0          # the meters refresh about once a second
 SCAN_TIMEOUT = 0.15     # a PZEM answers a one-register read in about 0.1 s
 MAP_CHECK_SECONDS = 2.0
-SEARCH_REPORT_SECONDS = 1.0     # a requested search's progress on the port's service
-WORK_SECONDS = 15.0             # close() waits this long for a request that has the port
+WORK_SECONDS = 15.0     # close() waits this long for a request that has the port
 
 EXIT_STOPPED, EXIT_PORT, EXIT_NO_METER, EXIT_COMMAND_LINE = 0, 1, 2, 3
 
@@ -464,8 +463,7 @@ class Driver(object):
             if not context.iteration(False):
                 return
 
-
-    # -- the port's own service: what the GUI page shows and asks for -----------------------------
+    # -- the port's own service: what the GUI page shows and asks for ------------------------
 
     def serve_port(self):
         """Publish the port's own service (port_service) on the driver's connection; without
@@ -483,13 +481,12 @@ class Driver(object):
         if self.port_service is not None:
             self.port_service.changed(urgent)
 
-    def hold_port(self, work, finish, done):
-        """Carry out a request that talks to the meters (main loop, lock held): work() runs on
-        a thread of its own with the port to itself, as pzemctl has it: the poll thread skips
-        its ticks (tick()) while the main loop goes on answering D-Bus. Then finish(what work
-        returned) runs in the main loop with the lock held and returns (ok, sentence) for
-        done(). A failure of work() (its exception's sentence) changes nothing of the meters."""
-        from .port_source import sentence
+    def hold_port(self, work, then):
+        """Carry out a request that talks to the meters (main loop, lock held), as pzemctl
+        would, with the port to itself: work() runs on a thread of its own while the poll
+        thread skips its ticks (tick()) and the main loop goes on answering D-Bus; then
+        then(what work returned, None) or then(None, the exception it raised) runs in the main
+        loop with the lock held, before the next poll."""
         self.holding = True
 
         def run():
@@ -498,116 +495,17 @@ class Driver(object):
             except modbus.PortGone as e:
                 log.error('%s', e)
                 self.stop(EXIT_PORT, 'the serial port went away')
-                result, error = None, str(e)
+                result, error = None, e
             except Exception as e:      # AddressChangeError, ResetNotConfirmed, ModbusError
-                result, error = None, str(e) or e.__class__.__name__
+                result, error = None, e
             self.soon(lambda: conclude(result, error))
 
         def conclude(result, error):
             self.holding = False
             self.worker = None
-            if error is not None:
-                done(False, sentence(error))
-                return
-            try:
-                ok, said = finish(result)
-            except Exception as e:
-                log.exception('finishing a request failed')
-                ok, said = False, 'The request was carried out, but the driver failed to ' \
-                                  'follow it (%s): restart the driver.' % e
-            done(ok, said)
+            then(result, error)
         self.worker = threading.Thread(target=run, name='request', daemon=True)
         self.worker.start()
-        return None
-
-    def set_meter_address(self, address, new, done):
-        """The port service's set-address (main loop, lock held): the meter at `address` gets
-        `new` and its map section follows it (address_change, as for pzemctl set-address); the
-        new map applies at once."""
-        from . import address_change
-
-        def finish(change):
-            self.follow_map()
-            said = 'The %s on %s now answers at address %d (was %d)' % (
-                change.model.name, self.port, new, address)
-            if change.moved:
-                said += '; in the map, [%s] is now [%s]' % change.moved
-            elif change.added:
-                said += '; the map had no section for it: added [%s] with role %s' % (
-                    change.added, roles.DEFAULT_ROLE[change.model.family])
-            return True, said + '.'
-        return self.hold_port(
-            lambda: address_change.change_address(self.bus, self.port, address, new,
-                                                  self.config),
-            finish, done)
-
-    def reset_meter_energy(self, address, done):
-        """The port service's reset-energy (main loop, lock held): the meter's own counter
-        goes to 0 (energy_reset, as for pzemctl reset-energy); the published totals go on from
-        where they are."""
-        from .energy_reset import reset_counter
-        meter = next((m for p in self.poller.published for _, m in p.phases
-                      if m.address == address), None)
-        if meter is None:
-            return 'No meter is published at address %d on %s.' % (address, self.port)
-        before = meter.reading['energy'] if meter.reading else None
-
-        def finish(kwh):
-            meter.counter_reset(kwh)
-            return True, ('The energy counter of the %s at address %d was reset: it reads %.3f '
-                          'kWh now%s. The published totals keep counting up.' % (
-                              meter.model.name, address, kwh,
-                              '' if before is None else ' (was %.3f kWh)' % before))
-        return self.hold_port(
-            lambda: reset_counter(self.bus, address, meter.model), finish, done)
-
-    def search_meters(self, start, done):
-        """The port service's search: every address nobody named is asked between the polls
-        (Poller.search); done() when every address was asked, or when it is stopped."""
-        self.poller.search(start)
-        if not start:
-            return None         # the running search notices and reports its end
-        before = set(self.found_here)
-
-        def follow():
-            with self.lock:
-                percent = self.poller.search_percent()
-                self.port_changed()
-                if percent is not None:
-                    return True
-                found = sorted(self.found_here - before)
-                said = 'The search was stopped' if self.poller.search_stopped else \
-                    'Every address was asked'
-                done(True, '%s: %s.' % (said, 'found no new meter' if not found else
-                                        'found %d new meter(s), at address %s' % (
-                                            len(found), ', '.join(map(str, found)))))
-                return False
-        GLib.timeout_add(int(SEARCH_REPORT_SECONDS * 1000), follow)
-        return None
-
-    def pin_port(self, on, done):
-        """The port service's pin / unpin: the adapter's udev rule (pins, as for pzemctl
-        pin); on a thread of its own, as the installer it runs reloads udev."""
-        from . import pins
-        from .port_source import sentence
-
-        def run():
-            try:
-                key, value, was, rules = (pins.pin if on else pins.unpin)(
-                    self.port, self.bus.path)
-            except pins.PinError as e:
-                done(False, sentence(str(e)))
-                return
-            if on:
-                said = 'Pinned %s (%s=%s) to the pzem driver in %s; it takes effect when the ' \
-                       'adapter is plugged in again.' % (self.port, key, value, rules)
-            elif was:
-                said = 'Unpinned %s: its rule is removed from %s.' % (self.port, rules)
-            else:
-                said = '%s was not pinned: nothing to remove.' % self.port
-            done(True, said)
-        threading.Thread(target=run, name='pin', daemon=True).start()
-        return None
 
 
 def main(argv=None):

@@ -1,12 +1,25 @@
 """The driver's side of its port's own service (port_service.PortSource): what is on the port, read
-from the poller and its publishers, and the requests, handed to the Driver's action methods.
+from the poller and its publishers, and the requests, carried out with the driver's own code, the
+same as pzemctl's: address_change (a new address, the map following), energy_reset, pins, and
+the poller's search.
 
 Everything here is called by the port service from the main loop with the driver's lock held
 (its refresh and its SetValue take that lock), so the poller is never read half-way through a
-poll tick.
+poll tick. A request that talks to the meters runs with the port held (Driver.hold_port): on a
+thread of its own, no poll meanwhile, and what follows from it (the new map applied, the meter
+told its counter was reset) in the main loop before the next poll.
 """
-from . import pins, port_status
+import logging
+import threading
+
+from gi.repository import GLib
+
+from . import pins, port_status, roles
 from .port_service import PortSource
+
+SEARCH_REPORT_SECONDS = 1.0     # a requested search's progress, refreshed this often
+
+log = logging.getLogger('pzem')
 
 
 class DriverSource(PortSource):
@@ -51,22 +64,113 @@ class DriverSource(PortSource):
                 self._pin_match = str(e)
         return self._pin_match
 
-    # -- requests: the driver carries them out -------------------------------------------------
+    # -- requests -----------------------------------------------------------------------------
 
     def set_address(self, address, new, done):
-        return self.driver.set_meter_address(address, new, done)
+        """The meter at `address` gets `new` and its map section follows it; the new map
+        applies at once (Driver.follow_map)."""
+        from . import address_change
+        driver = self.driver
+
+        def then(change, error):
+            if error is not None:
+                return done(False, sentence(str(error)))
+            driver.follow_map()
+            said = 'The %s on %s now answers at address %d (was %d)' % (
+                change.model.name, driver.port, new, address)
+            if change.moved:
+                said += '; in the map, [%s] is now [%s]' % change.moved
+            elif change.added:
+                said += '; the map had no section for it: added [%s] with role %s' % (
+                    change.added, roles.DEFAULT_ROLE[change.model.family])
+            done(True, said + '.')
+        driver.hold_port(lambda: address_change.change_address(
+            driver.bus, driver.port, address, new, driver.config), _guarded(then, done))
 
     def reset_energy(self, address, done):
-        return self.driver.reset_meter_energy(address, done)
+        """The meter's own counter to 0; the published totals go on from where they are (the
+        meter takes the reset as its new baseline: Meter.counter_reset)."""
+        from .energy_reset import reset_counter
+        driver = self.driver
+        meter = next((m for p in driver.poller.published for _, m in p.phases
+                      if m.address == address), None)
+        if meter is None:
+            return 'No meter is published at address %d on %s.' % (address, driver.port)
+        before = meter.reading['energy'] if meter.reading else None
+
+        def then(kwh, error):
+            if error is not None:
+                return done(False, sentence(str(error)))
+            meter.counter_reset(kwh)
+            done(True, 'The energy counter of the %s at address %d was reset: it reads %.3f kWh '
+                       'now%s. The published totals keep counting up.' % (
+                           meter.model.name, address, kwh,
+                           '' if before is None else ' (was %.3f kWh)' % before))
+        driver.hold_port(lambda: reset_counter(driver.bus, address, meter.model),
+                         _guarded(then, done))
 
     def search(self, start, done):
-        return self.driver.search_meters(start, done)
+        """Every address nobody named, asked between the polls (Poller.search); done() once
+        every address was asked, or once it was stopped (search(False, None))."""
+        driver = self.driver
+        driver.poller.search(start)
+        if not start:
+            return None         # the running search notices, and reports its end
+        before = set(driver.found_here)
+
+        def follow():
+            with driver.lock:
+                percent = driver.poller.search_percent()
+                driver.port_changed()
+                if percent is not None:
+                    return True
+                found = sorted(driver.found_here - before)
+                done(True, '%s: %s.' % (
+                    'The search was stopped' if driver.poller.search_stopped else
+                    'Every address was asked', 'found no new meter' if not found else
+                    'found %d new meter(s), at address %s' % (len(found),
+                                                               ', '.join(map(str, found)))))
+                return False
+        GLib.timeout_add(int(SEARCH_REPORT_SECONDS * 1000), follow)
+        return None
 
     def pin(self, on, done):
+        """The adapter's udev rule (pins, as pzemctl pin / unpin), on a thread of its own: the
+        installer's step it runs reloads udev. The port is not needed for it."""
         match = self.pin_match()
         if isinstance(match, str):
             return sentence(match)
-        return self.driver.pin_port(on, done)
+        port, path = self.driver.port, self.driver.bus.path
+
+        def run():
+            try:
+                key, value, was, rules = (pins.pin if on else pins.unpin)(port, path)
+            except pins.PinError as e:
+                done(False, sentence(str(e)))
+                return
+            if on:
+                said = 'Pinned %s (%s=%s) to the pzem driver in %s; it takes effect when the ' \
+                       'adapter is plugged in again.' % (port, key, value, rules)
+            elif was:
+                said = 'Unpinned %s: its rule is removed from %s.' % (port, rules)
+            else:
+                said = '%s was not pinned: nothing to remove.' % port
+            done(True, said)
+        threading.Thread(target=run, name='pin', daemon=True).start()
+        return None
+
+
+def _guarded(then, done):
+    """then(result, error), or done(False, why) when it fails itself: a request is never left
+    running."""
+    def guarded(result, error):
+        try:
+            then(result, error)
+        except Exception as e:
+            log.exception('finishing a request failed')
+            done(False, 'It was carried out, but the driver failed to follow it (%s): restart '
+                        'the driver.' % e)
+    return guarded
 
 
 def sentence(text):
