@@ -149,8 +149,8 @@ def test_set_address_from_dbus_moves_the_meter_its_name_and_its_section(bus_of_t
     assert time.monotonic() - started < 0.5
     result = wait_result(rig, 1)
     assert (result['Name'], result['Address'], result['State']) == ('set-address', 1, DONE)
-    assert result['Message'] == ('The PZEM-016 on ttyPZEM0 now answers at address 5 (was 1); '
-                                 'in the map, [ttyPZEM0:1] is now [ttyPZEM0:5].')
+    assert result['Message'] == ('The PZEM-016 now answers at address 5 (was 1); its map '
+                                 'section [ttyPZEM0:1] is now [ttyPZEM0:5].')
     new = rig.wait_service(rig.service('grid', 5))
     assert rig.value(new, '/CustomName') == 'Grid'
     rig.wait_gone(rig.service('grid', 1))
@@ -208,9 +208,8 @@ def test_reset_energy_from_dbus_and_the_totals_keep_rising(tmp_path):
         assert request(rig, '/Meters/1/ResetEnergy', 1)[0] == 0
         result = wait_result(rig, 1)
         assert (result['Name'], result['State']) == ('reset-energy', DONE), result
-        assert result['Message'].startswith('The energy counter of the PZEM-016 at address 1 '
-                                            'was reset: it reads 0.0')
-        assert result['Message'].endswith('The published totals keep counting up.')
+        assert result['Message'].startswith("The meter's counter reads 0.0")
+        assert result['Message'].endswith('; the published totals keep counting up.')
         assert grid.energy_wh < 100
         # the totals go on from where they were, rising with what the meter counts from 0
         after = rig.wait_value(service, '/Ac/Energy/Forward', lambda e: e > forward + 0.02)

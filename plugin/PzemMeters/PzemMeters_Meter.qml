@@ -70,6 +70,9 @@ Page {
 				//% "Status"
 				text: qsTrId("pzem_meters_status")
 				secondaryText: words.meterState(stateItem.value, reasonItem.value || "")
+				caption: stateItem.value === 2
+						//% "The driver asks it again every few seconds, and publishes it once it answers. Check its power (a PZEM-016 needs its mains, a PZEM-017 5 V from the adapter), its address and the A/B wiring."
+						? qsTrId("pzem_meters_waiting_help") : ""
 				preferredVisible: stateItem.valid
 			}
 
@@ -143,7 +146,7 @@ Page {
 				text: qsTrId("pzem_meters_errors_title")
 				secondaryText: words.errors(noReplyItem.value, badFrameItem.value,
 						exceptionItem.value, implausibleItem.value)
-				preferredVisible: stateItem.valid
+				preferredVisible: stateItem.valid && stateItem.value !== 2
 			}
 
 			ListSpinBox {

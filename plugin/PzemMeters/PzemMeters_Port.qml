@@ -53,7 +53,7 @@ Page {
 				onClicked: confirmer.ask({
 					//% "Look for meters on every address?"
 					"title": qsTrId("pzem_meters_search_confirm"),
-					//% "The driver asks all 247 addresses, between its polls: about a minute. Meters it finds are published and added to the map."
+					//% "The driver asks every address between its polls: about a minute with a few meters, up to four with eight. Meters it finds are published and added to the map."
 					"description": qsTrId("pzem_meters_search_confirm_text"),
 					"confirmedAction": function() { scanItem.setValue(1) }
 				})
@@ -71,7 +71,8 @@ Page {
 						//% "Not pinned: pin"
 						: qsTrId("pzem_meters_not_pinned")
 				interactive: busyItem.value !== 1
-				onClicked: confirmer.ask({
+				// an adapter that cannot be pinned: the driver says why (Last request)
+				onClicked: !pinnedItem.valid ? pinnedItem.setValue(1) : confirmer.ask({
 					"title": pinnedItem.value === 1
 							//% "Unpin %1?"
 							? qsTrId("pzem_meters_unpin_confirm").arg(portItem.value)

@@ -76,10 +76,9 @@ class DriverSource(PortSource):
             if error is not None:
                 return done(False, sentence(str(error)))
             driver.follow_map()
-            said = 'The %s on %s now answers at address %d (was %d)' % (
-                change.model.name, driver.port, new, address)
+            said = 'The %s now answers at address %d (was %d)' % (change.model.name, new, address)
             if change.moved:
-                said += '; in the map, [%s] is now [%s]' % change.moved
+                said += '; its map section [%s] is now [%s]' % change.moved
             elif change.added:
                 said += '; the map had no section for it: added [%s] with role %s' % (
                     change.added, roles.DEFAULT_ROLE[change.model.family])
@@ -102,10 +101,9 @@ class DriverSource(PortSource):
             if error is not None:
                 return done(False, sentence(str(error)))
             meter.counter_reset(kwh)
-            done(True, 'The energy counter of the %s at address %d was reset: it reads %.3f kWh '
-                       'now%s. The published totals keep counting up.' % (
-                           meter.model.name, address, kwh,
-                           '' if before is None else ' (was %.3f kWh)' % before))
+            done(True, 'The meter\'s counter reads %.3f kWh now%s; the published totals keep '
+                       'counting up.' % (kwh, '' if before is None else
+                                         ' (was %.3f kWh)' % before))
         driver.hold_port(lambda: reset_counter(driver.bus, address, meter.model),
                          _guarded(then, done))
 
