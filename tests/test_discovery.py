@@ -97,7 +97,7 @@ class Published(object):
         self.spec, self.phases = spec, phases
         self.family = phases[0][1].model.family
 
-    def poll(self, bus):
+    def poll(self, bus, *_):
         for _, meter in self.phases:
             meter.poll(bus)
 

@@ -43,6 +43,8 @@ class WireBus(object):
     else the request's timeout (POLL_TIMEOUT when it gives none). `asked` lists (fake time,
     address) of every request, `timeouts` the timeout each read_input was given."""
 
+    reply_seconds = None
+
     def __init__(self, sim, bus, clock, reply=0.0, silence=None):
         self.sim = sim
         self.bus = bus
@@ -97,10 +99,10 @@ class Published(object):
     def family(self):
         return self.phases[0][1].model.family
 
-    def poll(self, bus, retry_until=None):
+    def poll(self, bus, retry_until=None, started=None):
         missed = False
         for _, meter in self.phases:
-            meter.poll(bus, retry_until=retry_until)
+            meter.poll(bus, retry_until=retry_until() if retry_until else None)
             missed = missed or (meter.misses > 0 and meter.connected)
         self.polls += 1
         return missed

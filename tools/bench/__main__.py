@@ -21,6 +21,7 @@ import time
 from harness import (DRIVER, HERE, ROOT, TURNAROUND, Bench, Changer, ac_meters, connected,
                      connected_with_values, meter_map)
 from capture import Capture
+import availability
 import discovery
 import instructions
 import per_read
@@ -37,9 +38,11 @@ T35 = 3.5 * CHAR_BITS / BAUD        # Modbus inter-frame silence the master keep
 
 PLANS = {   # seconds unless said otherwise
     'full': dict(efficiency=20, cpu=60, soak_minutes=30.0, soak_sample=60, starts=5, exits=3,
-                 returns=5, profile=30, per_read=20, finds=5, jitter=60, search=60),
+                 returns=5, profile=30, per_read=20, finds=5, jitter=60, search=60,
+                 availability=180),
     'quick': dict(efficiency=8, cpu=20, soak_minutes=1.5, soak_sample=10, starts=2, exits=1,
-                  returns=3, profile=15, per_read=8, finds=2, jitter=20, search=20),
+                  returns=3, profile=15, per_read=8, finds=2, jitter=20, search=20,
+                  availability=30),
 }
 
 
@@ -55,6 +58,13 @@ def parse_args(argv):
     p.add_argument('--baseline', metavar='DIR',
                    help='a tree (e.g. a git worktree at an older commit) whose driver gives the '
                    '"before" column of the per-read figures')
+    p.add_argument('--availability', action='store_true',
+                   help='only availability under faults (each fault mix, each driver), written '
+                   'into the page in place of that section')
+    p.add_argument('--availability-seconds', type=float,
+                   help='seconds per fault mix and driver (default 180, quick 30)')
+    p.add_argument('--also', action='append', default=[], metavar='LABEL=DIR',
+                   help='another tree whose driver joins the availability runs (repeatable)')
     p.add_argument('--runs', type=int, default=3,
                    help='runs per per-read figure, each one\'s mean (default %(default)s)')
     p.add_argument('--window', type=float,
@@ -74,6 +84,14 @@ def parse_args(argv):
         if not os.path.isfile(before):
             p.error('--baseline %s: no package/opt/pzem/dbus-pzem in it' % args.baseline)
         args.drivers.insert(0, ('before', before))
+    if args.availability_seconds is not None:
+        args.plan['availability'] = args.availability_seconds
+    for also in args.also:
+        label, _, tree = also.partition('=')
+        driver = os.path.join(os.path.abspath(tree), 'package', 'opt', 'pzem', 'dbus-pzem')
+        if not label or not os.path.isfile(driver):
+            p.error('--also %s: give LABEL=DIR, DIR a tree with package/opt/pzem/dbus-pzem' % also)
+        args.drivers.insert(len(args.drivers) - 1, (label, driver))
     if args.runs < 1:
         p.error('--runs must be at least 1')
     return args
@@ -288,6 +306,8 @@ def main(argv=None):
     began = time.monotonic()
     info = report.machine(command)
     results = {}
+    if args.availability:
+        return availability_only(args, command, began)
     sections = [s for s in SECTIONS if s[0] == 'profile'] if args.per_read else list(SECTIONS)
     with Bench(args.workdir) as bench:
         if args.per_read or len(args.drivers) > 1:
@@ -303,6 +323,11 @@ def main(argv=None):
         for key, measure in sections:
             say('== %s' % key)
             results[key] = measure(bench, args.plan)
+        if not args.per_read:
+            say('== availability under faults: %s' % ', '.join(l for l, _ in args.drivers))
+            results['availability'] = availability.render(
+                availability.measure(bench, args.drivers, args.plan['availability'], say),
+                [label for label, _ in args.drivers], args.plan['availability'])
     if args.per_read or len(args.drivers) > 1:
         results['per_read'] = per_read.render(found, args.drivers, args.runs,
                                               args.plan['per_read']) + per_read.render_floor(
@@ -333,9 +358,30 @@ def main(argv=None):
                                           r['us'] for r in after))
     else:
         page = report.render(info, constants, results)
+        page = report.replace_section(page, results['availability'])
     with open(args.output, 'w') as f:
         f.write(page)
     say('wrote %s in %.1f minutes' % (os.path.relpath(args.output, ROOT), info['duration'] / 60))
+    return 0
+
+
+def availability_only(args, command, began):
+    """The availability section alone, put into the page in place of the one there (or added
+    at its end), with the command and date of this run."""
+    with Bench(args.workdir) as bench:
+        say('== availability under faults: %s' % ', '.join(l for l, _ in args.drivers))
+        found = availability.measure(bench, args.drivers, args.plan['availability'], say)
+    section = availability.render(found, [label for label, _ in args.drivers],
+                                  args.plan['availability'])
+    section += '\nMeasured by `%s` on %s (%.0f minutes); the drivers: %s.\n' % (
+        command, time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
+        (time.monotonic() - began) / 60.0, ', '.join(
+            '%s = %s' % (label, report.driver_state(os.path.dirname(os.path.dirname(
+                os.path.dirname(os.path.dirname(driver)))))) for label, driver in args.drivers))
+    page = open(args.output).read() if os.path.exists(args.output) else ''
+    with open(args.output, 'w') as f:
+        f.write(report.replace_section(page, section))
+    say('wrote the availability section into %s' % os.path.relpath(args.output, ROOT))
     return 0
 
 

@@ -239,6 +239,17 @@ def _machine(info):
     ])
 
 
+def replace_section(page, section):
+    """`page` with the section of the same '## ' title replaced by `section` (added at the end
+    when it has none)."""
+    title = section.split('\n', 1)[0]
+    start = page.find('\n' + title + '\n')
+    if start < 0:
+        return page.rstrip('\n') + '\n\n' + section
+    end = page.find('\n## ', start + 1)
+    return page[:start + 1] + section + ('\n' + page[end + 1:] if end >= 0 else '')
+
+
 def render_per_read(info, section, profile_run, unprofiled):
     """The page of a `--per-read` run: the before/after figures and the profile only."""
     prof = profile_tables(profile_run['path'], profile_run['polls'])

@@ -7,6 +7,7 @@ from . import modbus
 MISSES_TO_DISCONNECT = 3       # polls in a row without a good reading, and ...
 SECONDS_TO_DISCONNECT = 5.0     # ... this long since the last one: the meter is invalid
 ENERGY_SLACK_KWH = 0.002    # two counts of the meter's 1 Wh resolution
+TAKEN, CONNECTED = 1, 2     # what a good read did: taken, or taken and connected the meter
 ERROR_KINDS = ('no_reply', 'bad_frame', 'exception', 'implausible')
 
 log = logging.getLogger('pzem')
@@ -67,7 +68,6 @@ class Meter(object):
         self.errors = dict.fromkeys(ERROR_KINDS, 0)
         self.last_error = None
         self._failure = None        # (error, reason) of the last failed read
-        self._changed = False       # the last good reading connected the meter
         self._good_at = None        # when the last good reading came
         self._regs = None           # the registers of the last trusted reading
         self._energy = None         # (kWh, time) of the last trusted energy count
@@ -79,16 +79,19 @@ class Meter(object):
         changed. `sign` (+1 import, -1 export) books the energy counted since the last
         reading."""
         again = False
-        while not self.attempt(bus, sign, again):
+        while True:
+            taken = self.attempt(bus, sign, again)
+            if taken:
+                return taken is CONNECTED
             if retry_until is None or self.clock() > retry_until:
                 return self.missed()
             again = True
-        return self._changed
 
-    def attempt(self, bus, sign=1, again=False):
-        """One read: True when it brought a good reading (taken), False when it failed (the
-        error counted, no miss yet: see missed()). `again`: a retry within the same poll (what
-        made the poll fresh stays so). Raises modbus.PortGone."""
+    def attempt(self, bus, sign=1, again=False, at=None):
+        """One read: TAKEN (or CONNECTED, when that reading connected the meter) when it
+        brought a good reading, else None (the error counted, no miss yet: see missed()).
+        `again`: a retry within the same poll (what made the poll fresh stays so). `at`: when
+        the poll began (the clock is read otherwise). Raises modbus.PortGone."""
         if not again:
             self.fresh = False
         try:
@@ -97,30 +100,30 @@ class Meter(object):
             raise
         except (modbus.NoReply, modbus.BadFrame, modbus.ExceptionReply) as e:
             self._failed(e)
-            return False
-        return self._take(regs, sign)
+            return None
+        return self._take(regs, sign, at)
 
     def take(self, regs, sign=1):
         """Decode and check registers read elsewhere (the probe's read) as a poll does;
         returns True when `connected` changed."""
         self.fresh = False
-        if self._take(regs, sign):
-            return self._changed
+        taken = self._take(regs, sign)
+        if taken:
+            return taken is CONNECTED
         return self.missed()
 
-    def _take(self, regs, sign):
-        self._changed = False
+    def _take(self, regs, sign, at=None):
         if regs == self._regs and self.connected:
             self.misses = 0         # the meter refreshes about once a second: nothing new
-            self._good_at = self.clock()
-            return True
+            self._good_at = self.clock() if at is None else at
+            return TAKEN
         values = self.model.decode(regs)
         now = self.clock()
         reason = self.model.check(values) or self._check_energy(values['energy'], now)
         if reason:
             self.log.debug('dropped reading: %s', reason)
             self._failed(None, reason)
-            return False
+            return None
         self.reading = values
         self._regs = regs
         self._energy = (values['energy'], now)
@@ -130,10 +133,11 @@ class Meter(object):
         if self.energy is not None:
             self.book(sign)
         if not self.connected:
-            self.connected = self._changed = True
+            self.connected = True
             if self.last_error:
                 self.log.info('answering again (was: %s)', self.last_error)
-        return True
+            return CONNECTED
+        return TAKEN
 
     def book(self, sign=1):
         """Book the last reading's energy count into `energy` (the driver's totals), saying why

@@ -28,7 +28,7 @@ from .rtu import (EXCEPTION_MEANINGS, BadFrame, ExceptionReply,  # noqa: F401 (r
 from .rtu import (ANSWER, GENERAL_ADDRESS, PENDING, READ_HOLDING, READ_INPUT, RESET_ENERGY,
                   WRITE_REGISTER, Found, crc16, failure, find_reply, registers,
                   request_frame)
-from .serial_link import SerialLink, open_port  # noqa: F401 (re-exported: tools/bench)
+from .serial_link import SerialLink, NoData, open_port  # noqa: F401 (open_port: tools/bench)
 
 TIMEOUT = 0.5           # seconds a request waits for its answer, unless told otherwise
 _READABLE = select.POLLIN | select.POLLPRI
@@ -74,11 +74,13 @@ class Bus:
         self._silence = 3.5 * self.link.char_time   # Modbus t3.5: the gap before a request
         self._quiet_at = 0.0    # when the line will have been quiet for t3.5
         self._unsettled = False     # the last exchange was disturbed: more may be on its way
+        self._suspect = 2       # exchanges left that first look for bytes from before
         self._poll = None
         self._rest = b''        # bytes take() received beyond what was asked (pymodbus)
         self._last_good = {}    # request -> (reply bytes, registers) of its last good reply
         self._read_requests = {}    # (address, count) -> the bytes of that input read
         self._writer = None     # pymodbus, for register writes (pzem.pymodbus_link)
+        self._send = self._receive = None   # the link's, while it is open
 
     def __enter__(self):
         self.open()
@@ -91,7 +93,9 @@ class Bus:
         if self._poll is not None:
             return
         self.link.open()
-        self._rest, self._unsettled = b'', False
+        self._send, self._receive = self.link.send, self.link.receive
+        self._gone_when_empty = getattr(self.link, 'gone_when_empty', False)
+        self._rest, self._unsettled, self._suspect = b'', False, 2
         self._poll = select.poll()
         self._poll.register(self.link.fileno(), _READABLE)
 
@@ -142,22 +146,35 @@ class Bus:
         self.stats['requests'] += 1
         timeout = timeout or self.timeout
         try:
-            self._settle()
-            if call is None:
+            # t3.5 of silence since the last byte on the line before a request; more care
+            # after a failed or disturbed exchange (_settle). A steady bus, every second, goes
+            # by in as few steps as it can.
+            now = time.monotonic()
+            wait = self._quiet_at - now
+            if self._suspect:
+                now = self._settle(now, wait)
+            elif wait > 0.0:
+                time.sleep(wait)
+                now += wait
+            if call is not None:
+                data = call(request[0], *args) + self._rest     # all that pymodbus read
+                self._rest = b''
+                return self._answer(request, count, timeout, now, data)
+            if self.local_echo:
                 self.send(request)
-                data, self._rest = self._rest, b''      # what came with a local echo
+                data, self._rest = self._rest, b''      # what came with the echo
                 return self._answer(request, count, timeout, time.monotonic(), data)
-            started = time.monotonic()
-            data = call(request[0], *args) + self._rest     # all that pymodbus read
-            self._rest = b''
-            return self._answer(request, count, timeout, started, data)
+            self._send(request)
+            return self._answer(request, count, timeout, now)
         except (OSError, termios.error) as error:
             raise self._gone(error)
 
-    def _settle(self):
-        """Before a request: t3.5 of silence since the last byte on the line, and nothing
-        unread from before (a late reply must not pass for this request's answer)."""
-        wait = self._quiet_at - time.monotonic()
+    def _settle(self, now, wait):
+        """Before a request after a failed or disturbed exchange, and the one after it: the
+        t3.5 silence `wait`, and nothing unread from before (a late reply must not pass for this
+        request's answer); after bytes that may still be coming, a line quiet for t3.5 first.
+        Returns the time the request goes out."""
+        self._suspect -= 1
         if self._unsettled and wait < self._silence:
             wait = self._silence        # the rest of a broken reply may still be coming
         self._unsettled = False
@@ -166,11 +183,14 @@ class Bus:
             self._rest = b''
         if self._poll.poll(1000.0 * wait if wait > 0.0 else 0.0):
             self._drain()
+            self._suspect = 2
+            return time.monotonic()
+        return now + wait if wait > 0.0 else now
 
     def _drain(self):
         """Drop what came since the last exchange until the line has been quiet for t3.5; a
         line that never goes quiet is given up on after the timeout."""
-        poll, receive, quiet = self._poll.poll, self.link.receive, 1000.0 * self._silence
+        poll, receive, quiet = self._poll.poll, self._more, 1000.0 * self._silence
         give_up = time.monotonic() + self.timeout
         while True:
             self.stats['dropped_bytes'] += len(receive())
@@ -182,7 +202,7 @@ class Bus:
         """The answer to `request`, sent at `sent`: the registers (None for an echo), from
         what comes until `timeout` after it (once the answer's head is in, `timeout` after
         that); frames that are not the answer are passed over. Raises what failure() says."""
-        poll, receive = self._poll.poll, self.link.receive
+        poll, receive = self._poll.poll, self._receive
         if not data:
             if not poll(1000.0 * timeout):
                 return self._failed(request, count, data, _NOTHING, timeout, sent)
@@ -212,7 +232,7 @@ class Bus:
             left = deadline - now
             if left <= 0 or not poll(1000.0 * left):
                 break
-            data += receive()
+            data += self._more()
             found = find_reply(request, count, data)
         self._quiet_at = time.monotonic() + self._silence
         self.strays = found.strays
@@ -224,6 +244,7 @@ class Bus:
         size = 5 + 2 * count if count else len(request)
         if found.end != size or len(data) != size:
             self._unsettled = True      # something else was on the line, and may be again
+            self._suspect = 2
         elif count:
             # handed out again (not copied) for the same bytes: callers never change a list
             self._last_good[request] = (data, found.value)
@@ -247,23 +268,24 @@ class Bus:
             self.stats['exception'] += 1
         if data:
             self._unsettled = True      # the rest of what came may still be on its way
+        self._suspect = 2               # a late reply to this request may still come
         raise error
 
     # -- the port's bytes (pzem.pymodbus_link uses these too) -----------------------------
 
     def send(self, request):
         """Put `request` on the wire; with local_echo, read the adapter's echo of it."""
-        self.link.send(request)
+        self._send(request)
         if self.local_echo and self.take(len(request)) != request:
             self.stats['bad_frame'] += 1
-            self._unsettled = True
+            self._unsettled, self._suspect = True, 2
             raise BadFrame(self._echo_problem())
 
     def take(self, size):
         """The next `size` bytes received, or fewer when the timeout passes first."""
         data, self._rest = self._rest, b''
         if len(data) < size:
-            poll, receive = self._poll.poll, self.link.receive
+            poll, receive = self._poll.poll, self._more
             deadline = time.monotonic() + self.timeout
             while len(data) < size:
                 left = deadline - time.monotonic()
@@ -274,6 +296,13 @@ class Bus:
             self._rest = data[size:]
             return data[:size]
         return data
+
+    def _more(self):
+        """What has come since poll said something had; raises when that is the link gone."""
+        chunk = self._receive()
+        if not chunk and self._gone_when_empty:
+            raise NoData()
+        return chunk
 
     # -- messages -----------------------------------------------------------------------
 

@@ -63,6 +63,7 @@ class Poller(object):
         self._slow = set()          # addresses heard answering late: probed with the full timeout
         self._next = 0
         self._again = None          # a publisher whose poll missed: it takes the next slot too
+        self._started = None        # when the slot being polled began
         self._probe_waiting_since = None
         self._searching = False     # a requested search runs (search())
         self.search_stopped = False     # the last one was stopped before its end
@@ -155,11 +156,16 @@ class Poller(object):
                 again = False
             else:
                 again = True
-            answer = getattr(self.bus, 'reply_seconds', None) or self.scan_timeout
-            if publisher.poll(self.bus, started + self.slot - answer - PROBE_MARGIN) and \
-                    not again:
+            self._started = started
+            if publisher.poll(self.bus, self._retry_until, started) and not again:
                 self._again = publisher
         return started
+
+    def _retry_until(self):
+        """The latest time a failed read of the slot that began at _started is asked again:
+        room left for an answer as long as the last one took."""
+        answer = self.bus.reply_seconds or self.scan_timeout
+        return self._started + self.slot - answer - PROBE_MARGIN
 
     def wants_probe(self, started):
         """True when probe(started) is to run now. A thread that only polls hands the probes

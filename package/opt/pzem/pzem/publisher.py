@@ -196,26 +196,26 @@ class Publisher(object):
 
     # -- polling and publishing ------------------------------------------------------------------
 
-    def poll(self, bus, retry_until=None):
+    def poll(self, bus, retry_until=None, started=None):
         """Read every phase (one sweep, so totals match) and publish; a failed read is asked
-        again at once while the clock is not past `retry_until`. Returns True when a phase that
-        is still connected missed this poll: worth another try soon. Raises
-        modbus.PortGone."""
+        again at once while the clock is not past retry_until() (a callable: it is only asked
+        when a read failed). `started`: when the poll began. Returns True when a phase that is
+        still connected missed this poll: worth another try soon. Raises modbus.PortGone."""
         fresh = False
         failed = None
         for phase, meter in self.phases:
-            if not meter.attempt(bus, self._sign(phase)):
+            if not meter.attempt(bus, self._sign(phase), False, started):
                 failed = (failed or []) + [(phase, meter)]
             fresh = fresh or meter.fresh
-        if failed:
-            failed = self._retry(bus, failed, retry_until)
+        if failed is not None:
+            failed = self._retry(bus, failed, retry_until() if retry_until else None)
         if self.direction is not None or self.service is None:
             self.update()       # a sign may flip with the same readings; a retry may be due
         elif fresh:
             self._publish(self._unsigned)
         else:       # nothing new: most polls of a steady meter
             self._save_energy()
-        return bool(failed) and any(meter.connected for _, meter in failed)
+        return failed is not None and any(meter.connected for _, meter in failed)
 
     def _retry(self, bus, failed, retry_until):
         """Ask the phases whose read failed again while there is time; a phase still without

@@ -3,8 +3,13 @@
 The port is opened and set up with termios as pyserial would, and read and written on its file
 descriptor; the Bus waits on fileno() itself. A link of another kind (a network gateway) offers
 the same few members: name, where, char_time, open, close, fileno, send, receive,
-discard_input, vanished and lost.
+discard_input, vanished and lost, and says with gone_when_empty whether receive() giving
+nothing, after poll said there was something, means the device is gone.
+
+send and receive are os.write and os.read on the open descriptor themselves, not methods that
+call them: a read every second costs a Python call less each way (see docs/performance.md).
 """
+import functools
 import errno
 import fcntl
 import os
@@ -17,7 +22,7 @@ from .rtu import PortGone
 _CMSPAR = getattr(termios, 'CMSPAR', 0o10000000000)     # Linux's mark/space parity bit
 
 
-class _NoData(OSError):
+class NoData(OSError):
     """The port said it had input but gave none: the device went away (pyserial's words)."""
 
     def __init__(self):
@@ -66,6 +71,8 @@ def open_port(path, baudrate, stopbits, parity):
 
 
 class SerialLink(object):
+    gone_when_empty = True      # pyserial's rule: readable, but no data: disconnected
+
     def __init__(self, port, baudrate=9600, stopbits=2, parity='N'):
         self.name = tty.name(port)
         self.path = self.where = tty.path(port)
@@ -80,6 +87,10 @@ class SerialLink(object):
             self._fd = open_port(self.path, self.baudrate, self.stopbits, self.parity)
         except (OSError, termios.error) as error:
             raise PortGone(self._open_problem(error))
+        # send(frame): 8 bytes into an empty queue go at once; receive(): what has come (a
+        # reply is at most 255 bytes; more comes with the next call)
+        self.send = functools.partial(os.write, self._fd)
+        self.receive = functools.partial(os.read, self._fd, 256)
 
     def close(self):
         fd, self._fd = self._fd, None
@@ -91,18 +102,6 @@ class SerialLink(object):
 
     def fileno(self):
         return self._fd
-
-    def send(self, frame):
-        if os.write(self._fd, frame) < len(frame):      # 8 bytes into an empty queue
-            raise OSError(errno.EIO, 'the request was cut short')
-
-    def receive(self):
-        """What has come (the caller polled: something has); raises OSError when the device
-        is gone."""
-        data = os.read(self._fd, 4096)
-        if not data:
-            raise _NoData()
-        return data
 
     def discard_input(self):
         try:
