@@ -81,12 +81,28 @@ def started_rig(tmp_path, meters, map_text=MAP, env=None, extra=()):
     return rig
 
 
+def two_meters(tmp_path, extra=()):
+    house = RecordingMeter(2, voltage=231.0, current=2.0, power=462.0, power_factor=1.0)
+    grid = grid_meter()
+    return started_rig(tmp_path, [grid, house], extra=extra), grid, house
+
+
 @pytest.fixture
 def bus_of_two(tmp_path):
     """The grid meter at 1 and the house at 2; the map also names a pump at 7 that is off."""
-    house = RecordingMeter(2, voltage=231.0, current=2.0, power=462.0, power_factor=1.0)
-    grid = grid_meter()
-    rig = started_rig(tmp_path, [grid, house])
+    rig, grid, house = two_meters(tmp_path)
+    try:
+        yield rig, grid, house
+    finally:
+        rig.__exit__(None, None, None)
+
+
+@pytest.fixture
+def slow_bus_of_two(tmp_path):
+    """The same with a reply timeout of 0.5 s: a new address takes 2 s or more (the new
+    address and then the old one are each asked twice, silent), clearly longer than a D-Bus
+    call to the driver takes even on a loaded machine."""
+    rig, grid, house = two_meters(tmp_path, extra=('--timeout', '0.5'))
     try:
         yield rig, grid, house
     finally:
@@ -139,14 +155,15 @@ def test_a_meter_that_stops_answering_shows_at_once_as_it_goes(bus_of_two):
 
 
 @pytest.mark.pymodbus
-def test_set_address_from_dbus_moves_the_meter_its_name_and_its_section(bus_of_two):
-    rig, grid, house = bus_of_two
+def test_set_address_from_dbus_moves_the_meter_its_name_and_its_section(slow_bus_of_two):
+    rig, grid, house = slow_bus_of_two
     answer, took = request(rig, '/Meters/1/SetAddress', 5)
-    assert answer == 0 and took < 0.5
+    assert answer == 0 and took < 1.0
     # the main loop answers while the request has the port
     started = time.monotonic()
     assert rig.value(PORT_SERVICE, '/Action/State') == RUNNING
-    assert time.monotonic() - started < 0.5
+    assert rig.value(rig.service('grid', 1), '/CustomName') == 'Grid'
+    assert time.monotonic() - started < 1.0
     result = wait_result(rig, 1)
     assert (result['Name'], result['Address'], result['State']) == ('set-address', 1, DONE)
     assert result['Message'] == ('The PZEM-016 now answers at address 5 (was 1); its map '
@@ -162,11 +179,11 @@ def test_set_address_from_dbus_moves_the_meter_its_name_and_its_section(bus_of_t
     assert rig.value(PORT_SERVICE, '/Meters/5/Name') == 'Grid'
     assert rig.value(PORT_SERVICE, '/Meters/1/State') == INVALID
     # the poll thread was held: no poll of the house from the identification of the meter
-    # (asked at 5 first: silent, 0.3 s) to its read-back at 5 (then 1 is asked: silent, 0.3 s)
+    # (then 5 is asked: silent, 1 s) to its read-back at 5 (then 1 is asked: silent, 1 s)
     write = [t for t, function in grid.heard if function == WRITE_REGISTER][0]
     read_back = [t for t, function in grid.heard if function == READ_HOLDING and t > write][0]
     polls = [t for t, _ in house.heard]
-    assert not [t for t in polls if write - 0.25 < t < read_back + 0.25], (write, read_back)
+    assert not [t for t in polls if write - 0.9 < t < read_back + 0.9], (write, read_back)
     assert 'ERROR' not in rig.log()
 
 

@@ -146,6 +146,10 @@ class DriverSource(PortSource):
             except pins.PinError as e:
                 done(False, sentence(str(e)))
                 return
+            except Exception as e:      # the installer could not be run at all
+                log.exception('%s: %s failed', port, 'pin' if on else 'unpin')
+                done(False, '%s failed: %s.' % ('Pinning' if on else 'Unpinning', e))
+                return
             if on:
                 said = 'Pinned %s (%s=%s) to the pzem driver in %s; it takes effect when the ' \
                        'adapter is plugged in again.' % (port, key, value, rules)
