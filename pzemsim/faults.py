@@ -22,7 +22,7 @@ KINDS = METER_FAULTS + REPLY_FAULTS
 OPTIONS = {
     'silent': {},
     'dead': {'seconds': 5.0},               # silent for this long from the request it hit
-    'exception': {'code': 0x04},
+    'exception': {'code': 0x04, 'function': None},  # function: only requests with that code
     'no_reply': {},
     'previous': {},                         # the reply to the meter's previous request instead
     'junk_values': {},
@@ -83,11 +83,13 @@ class Faults:
         """{kind: remaining count or None} of the faults still in force."""
         return {kind: entry[0] for kind, entry in self._active.items()}
 
-    def take(self, kind):
-        """The options of `kind` when it strikes this request, using up one of its count;
-        else None. A fault with a share strikes that share of the requests, at random."""
+    def take(self, kind, function=None):
+        """The options of `kind` when it strikes this request (of Modbus `function`), using up
+        one of its count; else None. A fault with a share strikes that share of the requests,
+        at random; one with a `function` option only requests of that function."""
         entry = self._active.get(kind)
-        if entry is None or (entry[2] is not None and self._rng.random() >= entry[2]):
+        if entry is None or entry[1].get('function') not in (None, function) or (
+                entry[2] is not None and self._rng.random() >= entry[2]):
             return None
         if entry[0] is not None:
             entry[0] -= 1

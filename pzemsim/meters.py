@@ -155,7 +155,7 @@ class Meter:
             if request[0] == BROADCAST:
                 self._execute(request, own)
                 return None
-            refusal = self._faults.take('exception')
+            refusal = self._faults.take('exception', request[1])
             if refusal is not None:
                 self._count_faults(['exception'])
                 reply = exception_reply(own, request[1], refusal['code'])

@@ -157,6 +157,7 @@ def test_live_screen_fits_80x24_and_takes_its_keys():
         assert len(screen) <= 24 and max(len(line) for line in screen) <= 80, screen
         assert any('/Pzem/Errors' in line for line in screen)
         assert any(' PF ' in line for line in screen)
+        assert not any(line.startswith('ttyPZEM') for line in screen)  # the port's service
         assert screen[-1].startswith('keys: f fault now  q quit')
         term.type('q')
     finally:

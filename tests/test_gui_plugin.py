@@ -2,8 +2,9 @@
 reads (name, integrations, translations), the Qt resource inside it (read here byte by byte: it
 must hold the repository's QML and the English catalogue), the texts' ids, a reproducible build,
 Qt's own syntax check of the QML, and that every D-Bus path the pages read is one the port's
-service publishes. What needs gui-v2's own types (Victron.VenusOS) was checked by hand on the real
-gui-v2; Debian's Qt 6.4 qmllint knows neither those types nor, here, QtQuick's."""
+service or the meter's own service publishes. What needs gui-v2's own types (Victron.VenusOS)
+was checked by hand on the real gui-v2; Debian's Qt 6.4 qmllint knows neither those types nor,
+here, QtQuick's."""
 import base64
 import glob
 import json
@@ -17,6 +18,7 @@ import zlib
 import pytest
 
 from dbus_helpers import connect
+from pzem import models
 from pzem.port_service import PortService, PortSource
 from pzem.port_status import ANSWERING, MeterStatus
 
@@ -172,13 +174,28 @@ def test_every_path_the_pages_read_is_published(address, client):
     for path in QML:
         with open(path) as f:
             text = f.read()
-        for owner, rel in re.findall(r'(\w+)\s*\+\s*"(/[A-Za-z0-9/]+)"', text):
+        for owner, rel in re.findall(r'(\w+)\s*\+\s*"(/?[A-Za-z0-9/]+)"', text):
             read.add((os.path.basename(path), owner, rel))
     assert read
+    readings = set()
     for name, owner, rel in read:
         if owner == 'portUid':
             assert rel in port_paths or rel in ('/Meters', '/Meters/'), (name, rel)
         elif owner == 'meterUid':
             assert rel in meter_paths, (name, rel)
+        elif name == 'PzemMeters_Readings.qml':
+            readings.add((owner, rel))
         else:
             assert owner == 'serviceUid' and rel in meter_service, (name, owner, rel)
+    # the readings, from the meter's own service: a meter's phase (L1 for a single meter), or
+    # a PZEM-017's one circuit and its energy out (dcsource) or in
+    ac = {f.path.format(phase='L1') for f in models.AC.fields if f.path} | \
+        {'/Ac/L1/Energy/Reverse'}
+    dc = {f.path.format(energy=way) for f in models.DC.fields if f.path for way in ('In', 'Out')}
+    bases = {rel for owner, rel in readings if owner == 'uid' and rel.endswith('/')}
+    assert bases == {'/Ac/', '/Dc/0/'}
+    keys = {rel for owner, rel in readings if owner == 'base'}
+    assert {'/Ac/L1/' + key for key in keys} <= ac
+    assert {'/Dc/0/' + key for key in keys if not key.startswith('Energy/')} <= dc
+    assert {rel for owner, rel in readings if owner == 'uid' and not rel.endswith('/')} == \
+        {'/History/EnergyIn', '/History/EnergyOut'}

@@ -16,8 +16,9 @@ from pzem import modbus, models, roles
 from pzem.discovery import AGAIN_SECONDS, LIKELY, LIKELY_SECONDS, REST_SECONDS, Discovery
 from pzem.meter import MISSES_TO_DISCONNECT, Meter, meter_log
 from pzem.meter_map import MeterSpec
+from pzem.energy import PhaseEnergy
 from pzem.poll import (BACKOFF_SECONDS, FORCE_SECONDS, GARBLED_RETRIES, PROBE_MARGIN,
-                       START_PASSES, Poller)
+                       SEARCH_FORCE_SECONDS, START_PASSES, Poller)
 from pzemsim import AcMeter, DcMeter
 from sim_fixtures import modbus_bus, sim_bus  # noqa: F401 (pytest fixtures)
 
@@ -257,6 +258,27 @@ def test_an_energy_leap_is_believed_when_the_next_reading_confirms_it(wire, cloc
     assert meter.reading['energy'] == 7.401
 
 
+def test_a_reset_the_driver_made_is_taken_at_once_and_the_totals_go_on(wire, clock):
+    sim, bus = wire(ac(1, energy_wh=5000))
+    meter = Meter('ttyPZEM0', 1, models.AC, clock=clock,
+                  energy=PhaseEnergy(models.AC.max_kw, clock=clock, wall=clock))
+    meter.poll(bus)
+    clock.now += 1
+    sim.meter(1).energy_wh = 5003
+    meter.poll(bus)
+    assert meter.energy.forward == 5.003
+    sim.meter(1).energy_wh = 0                  # the driver's reset (energy_reset), read back
+    meter.counter_reset(0.0)
+    for counted in (1, 4):
+        clock.now += 1
+        sim.meter(1).energy_wh = counted
+        meter.poll(bus)
+        assert meter.reading['energy'] == counted / 1000.0
+    # no reading was dropped, and the totals rose by what the meter counted since its zero
+    assert meter.errors['implausible'] == 0 and meter.misses == 0
+    assert meter.energy.forward == 5.007 and meter.energy.dropped == 0
+
+
 def test_a_single_junk_energy_value_never_gets_through(wire, clock):
     sim, bus = wire(ac(1, energy_wh=5000))
     meter = Meter('ttyPZEM0', 1, models.AC, clock=clock)
@@ -336,6 +358,37 @@ def test_discovery_skips_what_it_is_told_and_unskip_makes_a_likely_address_due_n
     assert d.next_due() == (clock.now + REST_SECONDS, 22)
     d.unskip([2])
     assert d.next_due() == (clock.now, 2)
+
+
+def test_a_requested_sweep_asks_every_address_nobody_named_first_and_in_order(clock):
+    d = Discovery(clock, skip={1, 2})
+    asked_by_discovery(d, clock, T0 + 1)        # the likely addresses, and 17
+    d.skip([40])                # a meter taken out of the map: the sweep looks for it again
+    d.sweep(named={1, 2, 9})
+    assert d.sweeping and d.sweep_percent() == 0.0
+    asked = []
+    while d.sweeping:
+        _, address = d.next_due()
+        d.take(address)
+        d.asked(address)
+        asked.append(address)
+        if address == 100:
+            assert d.sweep_percent() == pytest.approx(100.0 * 97 / 244)
+            d.skip([120])                       # found while the sweep runs: not asked
+    assert asked == [a for a in range(3, 248) if a not in (9, 120)]
+    assert d.sweep_percent() == 100.0
+    # after it, the background search goes on as before
+    assert d.next_due()[1] in LIKELY or d.next_due()[1] == 18
+
+
+def test_a_sweep_can_be_stopped_and_a_discovery_without_background_does_only_sweeps(clock):
+    d = Discovery(clock, background=False)
+    assert d.next_due() is None
+    d.sweep(named=set())
+    assert d.next_due() == (0.0, 1)
+    d.take(1)
+    d.stop_sweep()
+    assert not d.sweeping and d.next_due() is None
 
 
 # -- Poller: start-up -------------------------------------------------------------------------
@@ -616,6 +669,45 @@ def test_a_polling_thread_makes_the_search_s_silent_asks_itself_at_tick_s_times(
         (pytest.approx(start + (2 * forced + 1) * 0.25 + 0.2), 3)]
     quiet = Poller(bus, 'ttyPZEM0', [], 1.0, Publish(), scan=False, clock=clock)
     assert not quiet.wants_probe(quiet.poll_next())     # nothing to probe, ever
+
+
+def test_a_requested_search_on_a_port_without_one_finds_a_meter_and_tells_its_progress(
+        wire, clock):
+    # each poll takes 0.2 s of a 0.25 s slot: no room, so the search is forced, every
+    # SEARCH_FORCE_SECONDS instead of FORCE_SECONDS
+    sim, bus = wire(ac(1), ac(4), reply=0.2, silence=SCAN_TIMEOUT)
+    changes = []
+    poller = Poller(bus, 'ttyPZEM0', [MeterSpec.single(1, model='ac')], 0.25, Publish(),
+                    found=found, scan=False, scan_timeout=SCAN_TIMEOUT, clock=clock,
+                    changed=lambda: changes.append(clock.now))
+    assert poller.start(T0 + 0.1) == 1 and len(changes) == 1    # 1 published
+    assert poller.search_percent() is None and poller.discovery is None
+    poller.search(True)
+    assert poller.search_percent() == 0.0
+    start = T0 + 1
+    tick_slots(poller, clock, start, int(4 * SEARCH_FORCE_SECONDS / 0.25) + 2)
+    probes = [(at - start, a) for at, a in bus.asked[2:] if a != 1]
+    assert [a for _, a in probes][:3] == [2, 3, 4]
+    assert probes[2][0] < 4 * SEARCH_FORCE_SECONDS < FORCE_SECONDS
+    assert [p.spec.address for p in poller.published] == [1, 4] and len(changes) == 2
+    assert poller.search_percent() == pytest.approx(100.0 * 3 / 246)
+    poller.search(False)
+    assert poller.search_stopped and poller.search_percent() is None
+    assert poller.discovery is None             # the port searches no more by itself
+    before = len(bus.asked)
+    tick_slots(poller, clock, clock.now + 1, int(FORCE_SECONDS / poller.slot) + 2)
+    assert {a for _, a in bus.asked[before:]} == {1, 4}
+
+
+def test_apply_map_tells_that_the_meters_changed(wire, clock):
+    sim, bus = wire(ac(1))
+    changes = []
+    poller = Poller(bus, 'ttyPZEM0', [MeterSpec.single(1, model='ac')], 1.0, Publish(),
+                    scan=False, scan_timeout=SCAN_TIMEOUT, clock=clock,
+                    changed=lambda: changes.append('changed'))
+    poller.start(T0 + 0.1)
+    poller.apply_map([MeterSpec.single(1, model='ac', name='Pump')])
+    assert changes == ['changed', 'changed']
 
 
 def test_a_polling_thread_hands_over_an_address_that_answers_and_the_map_s_meters(wire, clock):

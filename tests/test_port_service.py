@@ -6,11 +6,12 @@ import threading
 import dbus
 import pytest
 
-from dbus_helpers import SignalRecorder, connect, pump_until
+from dbus_helpers import SignalRecorder, connect, pump, pump_until
 from pzem import models, port_status
 from pzem.energy import PhaseEnergy
 from pzem.meter import Meter
 from pzem.meter_map import MeterSpec
+from pzem import port_service
 from pzem.port_service import DONE, FAILED, IDLE, RUNNING, PortService, PortSource
 from pzem.port_status import ANSWERING, SILENT, UNUSABLE, WAITING, MeterStatus
 from pzemsim.meters import AcMeter, DcMeter
@@ -20,8 +21,8 @@ INVALID = dbus.Array([], signature='i')
 
 
 class StandInPublisher(object):
-    """What port_status.from_publisher reads of a Publisher: its spec, meters and the values its
-    service publishes (a dict here, the BusItemService in the driver)."""
+    """What port_status.from_publisher reads of a Publisher: its spec, meters and its service's
+    /DeviceInstance (a dict here, the BusItemService in the driver)."""
 
     def __init__(self, spec, phases, family, role, service):
         self.spec, self.phases, self.family, self.role = spec, phases, family, role
@@ -42,9 +43,7 @@ def grid_publisher():
     meter.errors['no_reply'] = 2
     meter.errors['bad_frame'] = 1
     spec = MeterSpec.single(1, role='grid', name='Grid', sections=('ttyUSB0:1',))
-    published = {'/Ac/L1/Voltage': 230.0, '/Ac/L1/Current': 1.5, '/Ac/L1/Power': 300.0,
-                 '/Ac/L1/Energy/Forward': 1.234, '/Ac/L1/Energy/Reverse': None}
-    return StandInPublisher(spec, [('L1', meter)], 'ac', 'grid', published)
+    return StandInPublisher(spec, [('L1', meter)], 'ac', 'grid', {'/DeviceInstance': 40})
 
 
 def wind_publisher():
@@ -52,9 +51,7 @@ def wind_publisher():
                        models.DC)
     meter.errors['implausible'] = 4
     spec = MeterSpec.single(3, role='dcsource', sections=('ttyUSB0:3',))
-    published = {'/Dc/0/Voltage': 13.2, '/Dc/0/Current': 5.0, '/Dc/0/Power': 66.0,
-                 '/History/EnergyOut': 0.5}
-    return StandInPublisher(spec, [('L1', meter)], 'dc', 'dcsource', published)
+    return StandInPublisher(spec, [('L1', meter)], 'dc', 'dcsource', {'/DeviceInstance': 42})
 
 
 class StandInSource(PortSource):
@@ -62,7 +59,7 @@ class StandInSource(PortSource):
 
     def __init__(self):
         self.statuses = (port_status.from_publisher(grid_publisher())
-                         + port_status.from_publisher(wind_publisher())
+                         + port_status.from_publisher(wind_publisher(), found={3})
                          + port_status.waiting(MeterSpec.single(2, role='acload', name='Pump')))
         self.requests = []
         self.refusal = None
@@ -137,19 +134,18 @@ def test_identity_and_meters_as_the_page_reads_them(port, client):
         ('PZEM-016', 'grid', 'Grid', '')
     assert grid['Service'] == 'com.victronenergy.grid.pzem_ttyUSB0_1'
     assert grid['Serial'] == 'pzem_ttyUSB0_1' and grid['InMap'] == 1 and grid['Found'] == 0
-    assert grid['Voltage'] == 230.0 and isinstance(grid['Voltage'], dbus.Double)
-    assert grid['Power'] == 300.0 and grid['Energy'] == 1.234
-    assert grid['EnergyReverse'] == INVALID             # a grid meter without sign
+    assert grid['DeviceInstance'] == 40 and isinstance(grid['DeviceInstance'], dbus.Int32)
     assert (grid['Errors/NoReply'], grid['Errors/BadFrame']) == (2, 1)
     assert grid['SetAddress'] == 1 and grid['ResetEnergy'] == 0
-    assert items['/Meters/1/Power']['Text'] == '300.0 W'
+    # no readings: they are the meter's own service's, so a poll costs this service nothing
+    assert not [key for key in grid if key in ('Voltage', 'Current', 'Power', 'Energy')]
     wind = client.get_value(NAME, '/Meters/3')
-    assert wind['Model'] == 'PZEM-017' and wind['Role'] == 'dcsource'
-    assert wind['Energy'] == 0.5 and wind['Errors/Implausible'] == 4
+    assert wind['Model'] == 'PZEM-017' and wind['Role'] == 'dcsource' and wind['Found'] == 1
+    assert wind['Errors/Implausible'] == 4 and wind['DeviceInstance'] == 42
     pump_meter = client.get_value(NAME, '/Meters/2')
     assert pump_meter['State'] == WAITING and pump_meter['Model'] == ''
     assert pump_meter['Reason'] == 'has not answered yet' and pump_meter['Name'] == 'Pump'
-    assert pump_meter['Voltage'] == INVALID and pump_meter['Service'] == ''
+    assert pump_meter['DeviceInstance'] == INVALID and pump_meter['Service'] == ''
     # the port's tallies are the meters' sums
     assert (v['/Errors/NoReply'], v['/Errors/BadFrame'], v['/Errors/Implausible']) == (2, 1, 4)
     assert (v['/Counts/Listed'], v['/Counts/Answering']) == (3, 2)
@@ -163,7 +159,7 @@ def test_refresh_sends_one_items_changed_with_only_what_changed(port, source, cl
         client.sync(NAME)
         recorder.clear()
         grid = source.statuses[0]
-        source.statuses[0] = grid._replace(power=310.5, errors=dict(grid.errors, no_reply=3))
+        source.statuses[0] = grid._replace(name='Mains', errors=dict(grid.errors, no_reply=3))
         port.refresh()
         port.refresh()                      # nothing new: nothing sent
         client.sync(NAME)
@@ -171,8 +167,8 @@ def test_refresh_sends_one_items_changed_with_only_what_changed(port, source, cl
         assert [s[2] for s in signals] == ['ItemsChanged']
         changed = signals[0][3]
         assert sorted(changed) == ['/Errors/NoReply', '/Meters/1/Errors/NoReply',
-                                   '/Meters/1/Power']
-        assert changed['/Meters/1/Power'] == {'Value': 310.5, 'Text': '310.5 W'}
+                                   '/Meters/1/Name']
+        assert changed['/Meters/1/Name'] == {'Value': 'Mains', 'Text': 'Mains'}
     finally:
         recorder.stop()
 
@@ -199,17 +195,34 @@ def test_a_new_meter_is_announced_with_all_its_paths(port, source, client):
     assert '/Meters/7/Errors/NoReply' in client.get_items(NAME)
 
 
-def test_the_timer_refreshes(address, source, client):
-    bus = connect(address)
-    service = PortService('ttyUSB0', source, '1.2.0', bus=bus, interval=0.05)
-    try:
-        source.scan = (True, 42.0)
-        pump_until(lambda: client.get_value(NAME, '/ScanProgress') == 42.0, 3.0, 'progress')
-        assert client.get_value(NAME, '/Scan') == 1
-        assert client.get_text(NAME, '/ScanProgress') == '42 %'
-    finally:
-        service.close()
-        bus.close()
+def test_a_change_is_published_at_once_error_counts_at_most_every_few_seconds(
+        port, source, client, monkeypatch):
+    monkeypatch.setattr(port_service, 'TALLY_SECONDS', 0.4)
+    port.refresh()
+    grid = source.statuses[0]
+    source.statuses[0] = grid._replace(errors=dict(grid.errors, no_reply=7))
+    port.changed(urgent=False)              # from any thread: here, the test's
+    pump(0.15)
+    assert client.get_value(NAME, '/Meters/1/Errors/NoReply') == 2    # not yet
+    pump_until(lambda: client.get_value(NAME, '/Meters/1/Errors/NoReply') == 7, 3.0, 'counts')
+
+    source.scan = (True, 42.0)
+    source.statuses[0] = source.statuses[0]._replace(state=SILENT, reason='no reply')
+    threading.Thread(target=port.changed).start()
+    pump_until(lambda: client.get_value(NAME, '/Meters/1/State') == SILENT, 1.0, 'at once')
+    assert client.get_value(NAME, '/Scan') == 1
+    assert client.get_text(NAME, '/ScanProgress') == '42 %'
+    port.close()
+    port.changed()                          # after close: nothing scheduled, nothing fails
+    pump(0.05)
+
+
+def test_a_meter_that_answers_as_the_other_family_says_why():
+    [status] = port_status.refused(MeterSpec.single(4, role='grid', name='Mains'))
+    assert (status.address, status.state, status.model, status.name) == \
+        (4, UNUSABLE, 'PZEM-017', 'Mains')
+    assert status.reason == ('a PZEM-017 (DC) cannot take the role grid: give it a DC role in '
+                             'the map')
 
 
 # --- requests: checked here, carried out by the source --------------------------------------
@@ -222,6 +235,8 @@ def test_the_timer_refreshes(address, source, client):
     ('/Meters/1/SetAddress', 248, 'not 248'),
     ('/Meters/1/SetAddress', INVALID, 'not nothing (an invalid value)'),
     ('/Meters/1/SetAddress', 3, 'Address 3 is taken on ttyUSB0 by PZEM-017: pick a free one.'),
+    ('/Meters/1/SetAddress', 2, 'The map has a section for a meter at address 2 on ttyUSB0 '
+                                '(a meter "Pump"), which has not answered: pick another address'),
     ('/Meters/2/SetAddress', 9, 'The meter at address 2 does not answer now (has not answered'),
     ('/Meters/1/ResetEnergy', 2, 'Write 1 to reset the energy counter, not 2.'),
     ('/Meters/2/ResetEnergy', 1, 'The meter at address 2 does not answer now'),
@@ -301,7 +316,7 @@ def test_a_request_the_source_refuses_or_fails_is_not_left_running(port, source,
     assert 'read-only file system' in report['Message']
 
 
-def test_scan_and_pin_follow_the_source(port, source, client):
+def test_pin_follows_the_source_and_stopping_no_search_is_done_at_once(port, source, client):
     assert client.set_value(NAME, '/Pinned', 1) == 0
     assert source.requests[-1][:2] == ('pin', True)
     source.requests[-1][2](True, 'Pinned ttyUSB0 (ID_SERIAL_SHORT=A10K).')
@@ -310,9 +325,25 @@ def test_scan_and_pin_follow_the_source(port, source, client):
     source.pin_state = None                 # a pseudo-terminal: cannot be pinned
     port.refresh()
     assert client.get_value(NAME, '/Pinned') == INVALID
-    assert client.set_value(NAME, '/Scan', 0) == 0
-    assert source.requests[-1][:2] == ('search', False)
-    assert action(client)['Message'] == 'Stopping the search.'
+    assert client.set_value(NAME, '/Scan', 0) == 0       # none runs: nothing to stop
+    assert action(client)['State'] == DONE
+    assert action(client)['Message'] == 'No search runs: nothing to stop.'
+    assert len(source.requests) == 1                    # the pin only
+
+
+def test_a_search_runs_until_the_source_says_it_is_over_and_can_be_stopped(port, source,
+                                                                          client):
+    assert client.set_value(NAME, '/Scan', 1) == 0
+    [(kind, start, done)] = source.requests
+    assert (kind, start) == ('search', True)
+    assert action(client)['State'] == RUNNING
+    assert client.set_value(NAME, '/Meters/1/ResetEnergy', 1) == 2   # one request at a time
+    assert client.set_value(NAME, '/Scan', 0) == 0       # but the search can be stopped
+    assert source.requests[-1] == ('search', False, None)
+    assert action(client)['State'] == RUNNING           # until the source says it is over
+    done(True, 'The search was stopped: found no new meter.')
+    pump_until(lambda: client.get_value(NAME, '/Action/State') == DONE, 3.0, 'done')
+    assert action(client)['Message'] == 'The search was stopped: found no new meter.'
 
 
 def test_phase_one_source_refuses_every_request_politely(address, client):
@@ -334,7 +365,7 @@ def test_from_publisher_takes_a_silent_meter_and_waiting_a_groups_phases():
     grid.phases[0][1].last_error = 'garbled replies'
     grid.service = None                      # re-registering: nothing published now
     [status] = port_status.from_publisher(grid)
-    assert (status.state, status.reason, status.service, status.power) == \
+    assert (status.state, status.reason, status.service, status.instance) == \
         (SILENT, 'garbled replies', '', None)
     assert status.errors == {'no_reply': 2, 'bad_frame': 1, 'exception': 0, 'implausible': 0}
     waiting = port_status.waiting(MeterSpec((('L1', 11), ('L2', 12)), role='grid',

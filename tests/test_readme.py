@@ -192,3 +192,21 @@ def test_pzemctls_exit_codes_and_timeouts():
         inspect.signature(modbus.Bus).parameters['timeout'].default
     assert float(one(r'`--scan-timeout S` per address in a scan \(default ([\d.]+) s', trouble)) \
         == port.SCAN_TIMEOUT
+
+
+# -- the port's own service ------------------------------------------------------------------------
+
+def test_the_port_services_paths_and_timing():
+    from pzem import port_service
+    said = section("### The driver's own service per port (for the GUI page, MQTT, Node-RED)")
+    keys = set()
+    for line in said.splitlines():
+        row_ = re.match(r'\| `/Meters/<address>/([^`]+)`((?:, `[^`]+`)*) \|', line)
+        if row_:
+            first = row_.group(1)
+            folder = first.rsplit('/', 1)[0] + '/' if '/' in first else ''
+            keys |= {first} | {folder + key for key in re.findall(r'`([^`]+)`', row_.group(2))}
+    assert keys == set(port_service._METER_PATHS) | {'SetAddress', 'ResetEnergy'}
+    flat = ' '.join(said.split())
+    assert float(one(r'at most every (\d+) seconds', flat)) == port_service.TALLY_SECONDS
+    assert 'one address a second' in flat and poll.SEARCH_FORCE_SECONDS == 1.0

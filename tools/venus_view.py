@@ -18,11 +18,12 @@ ERROR_ROW = '{:<15}' + ' {:>11}' * len(ERRORS)
 
 def read_meters(bus):
     """[(service name, {path: value} or None, problem)] for every com.victronenergy service
-    but localsettings, in name order."""
+    but localsettings and the driver's own port services (no meters), in name order."""
     import dbus
     found = []
     for name in sorted(str(n) for n in bus.list_names()):
-        if not name.startswith('com.victronenergy.') or name == 'com.victronenergy.settings':
+        if not name.startswith('com.victronenergy.') or name == 'com.victronenergy.settings' \
+                or name.startswith('com.victronenergy.pzem.'):
             continue
         try:
             items = bus.get_object(name, '/', introspect=False).GetItems(

@@ -1,6 +1,7 @@
 /*
 ** venus-pzem: one meter (one Modbus address) on an adapter: what it is, how it answers, and the
-** requests for it (a new address, a reset of its energy counter).
+** requests for it (a new address, a reset of its energy counter). Its readings come from the
+** meter's own service; the rest from the port's.
 */
 
 import QtQuick
@@ -13,7 +14,7 @@ Page {
 	property int address
 	readonly property string meterUid: portUid + "/Meters/" + address
 	readonly property bool answering: stateItem.value === 0
-	readonly property bool exportUnknown: !reverseItem.valid && signItem.value === ""
+	readonly property bool exportUnknown: !readings.energyReverse.valid && signItem.value === ""
 			&& ["grid", "genset", "pvinverter"].indexOf(roleItem.value) >= 0
 
 	title: nameItem.value
@@ -33,11 +34,7 @@ Page {
 	VeQuickItem { id: serviceItem; uid: root.meterUid + "/Service" }
 	VeQuickItem { id: signItem; uid: root.meterUid + "/Sign" }
 	VeQuickItem { id: foundItem; uid: root.meterUid + "/Found" }
-	VeQuickItem { id: voltageItem; uid: root.meterUid + "/Voltage" }
-	VeQuickItem { id: currentItem; uid: root.meterUid + "/Current" }
-	VeQuickItem { id: powerItem; uid: root.meterUid + "/Power" }
-	VeQuickItem { id: energyItem; uid: root.meterUid + "/Energy" }
-	VeQuickItem { id: reverseItem; uid: root.meterUid + "/EnergyReverse" }
+	VeQuickItem { id: instanceItem; uid: root.meterUid + "/DeviceInstance" }
 	VeQuickItem { id: noReplyItem; uid: root.meterUid + "/Errors/NoReply" }
 	VeQuickItem { id: badFrameItem; uid: root.meterUid + "/Errors/BadFrame" }
 	VeQuickItem { id: exceptionItem; uid: root.meterUid + "/Errors/Exception" }
@@ -47,6 +44,14 @@ Page {
 	VeQuickItem { id: busyItem; uid: root.portUid + "/Action/State" }
 
 	PzemMeters_Confirmer { id: confirmer }
+
+	PzemMeters_Readings {
+		id: readings
+		service: serviceItem.value || ""
+		instance: instanceItem.value
+		phase: phaseItem.value || ""
+		role: roleItem.value || ""
+	}
 
 	GradientListView {
 		model: VisibleItemModel {
@@ -65,6 +70,9 @@ Page {
 				//% "Status"
 				text: qsTrId("pzem_meters_status")
 				secondaryText: words.meterState(stateItem.value, reasonItem.value || "")
+				caption: stateItem.value === 2
+						//% "The driver asks it again every few seconds, and publishes it once it answers. Check its power (a PZEM-016 needs its mains, a PZEM-017 5 V from the adapter), its address and the A/B wiring."
+						? qsTrId("pzem_meters_waiting_help") : ""
 				preferredVisible: stateItem.valid
 			}
 
@@ -101,29 +109,36 @@ Page {
 			ListText {
 				//% "Voltage, current, power"
 				text: qsTrId("pzem_meters_readings")
-				secondaryText: words.number(voltageItem.value, 1, "V") + "   "
-						+ words.number(currentItem.value, 3, "A") + "   "
-						+ words.number(powerItem.value, 1, "W")
+				secondaryText: words.number(readings.voltage.value, 1, "V") + "   "
+						+ words.number(readings.current.value, readings.dc ? 2 : 3, "A") + "   "
+						+ words.number(readings.power.value, 1, "W")
 				preferredVisible: root.answering
 			}
 
 			ListText {
-				//% "Energy imported"
-				text: qsTrId("pzem_meters_energy")
-				secondaryText: words.number(energyItem.value, 3, "kWh")
-				preferredVisible: energyItem.valid
+				text: !readings.dc
+						//% "Energy imported"
+						? qsTrId("pzem_meters_energy")
+						: readings.role === "dcsource"
+						//% "Energy produced"
+						? qsTrId("pzem_meters_energy_out")
+						//% "Energy used"
+						: qsTrId("pzem_meters_energy_in")
+				secondaryText: words.number(readings.energy.value, 3, "kWh")
+				preferredVisible: readings.energy.valid
 			}
 
 			ListText {
 				//% "Energy exported"
 				text: qsTrId("pzem_meters_energy_reverse")
-				secondaryText: reverseItem.valid ? words.number(reverseItem.value, 3, "kWh")
+				secondaryText: readings.energyReverse.valid
+						? words.number(readings.energyReverse.value, 3, "kWh")
 						//% "Not measured"
 						: qsTrId("pzem_meters_not_measured")
 				caption: root.exportUnknown
 						//% "A PZEM cannot tell import from export. With 'sign = vebus' in the meter map, a meter right at the Multi's AC input takes the direction from the Multi; without it, export is left empty rather than guessed."
 						? qsTrId("pzem_meters_export_unknown") : ""
-				preferredVisible: stateItem.valid && modelItem.value !== "PZEM-017"
+				preferredVisible: !!readings.uid && !readings.dc
 			}
 
 			ListText {
@@ -131,7 +146,7 @@ Page {
 				text: qsTrId("pzem_meters_errors_title")
 				secondaryText: words.errors(noReplyItem.value, badFrameItem.value,
 						exceptionItem.value, implausibleItem.value)
-				preferredVisible: stateItem.valid
+				preferredVisible: stateItem.valid && stateItem.value !== 2
 			}
 
 			ListSpinBox {

@@ -72,8 +72,12 @@ Page {
 			readonly property string meterUid: model.item.itemParent().uid
 			readonly property int address: parseInt(meterUid.substring(meterUid.lastIndexOf("/") + 1))
 
-			//% "%1 at address %2"
-			text: qsTrId("pzem_meters_new_meter_entry").arg(modelItem.value || "").arg(address)
+			text: nameItem.value
+					//% "%1 at address %2: %3"
+					? qsTrId("pzem_meters_new_meter_named").arg(modelItem.value || "").arg(address)
+							.arg(nameItem.value)
+					//% "%1 at address %2"
+					: qsTrId("pzem_meters_new_meter_entry").arg(modelItem.value || "").arg(address)
 			from: 1
 			to: 247
 			value: address
@@ -90,6 +94,7 @@ Page {
 			}
 
 			VeQuickItem { id: modelItem; uid: entry.meterUid + "/Model" }
+			VeQuickItem { id: nameItem; uid: entry.meterUid + "/Name" }
 			VeQuickItem { id: setAddressItem; uid: entry.meterUid + "/SetAddress" }
 		}
 	}

@@ -53,7 +53,7 @@ Page {
 				onClicked: confirmer.ask({
 					//% "Look for meters on every address?"
 					"title": qsTrId("pzem_meters_search_confirm"),
-					//% "The driver asks all 247 addresses, between its polls: about a minute. Meters it finds are published and added to the map."
+					//% "The driver asks every address between its polls: about a minute with a few meters, up to four with eight. Meters it finds are published and added to the map."
 					"description": qsTrId("pzem_meters_search_confirm_text"),
 					"confirmedAction": function() { scanItem.setValue(1) }
 				})
@@ -71,7 +71,8 @@ Page {
 						//% "Not pinned: pin"
 						: qsTrId("pzem_meters_not_pinned")
 				interactive: busyItem.value !== 1
-				onClicked: confirmer.ask({
+				// an adapter that cannot be pinned: the driver says why (Last request)
+				onClicked: !pinnedItem.valid ? pinnedItem.setValue(1) : confirmer.ask({
 					"title": pinnedItem.value === 1
 							//% "Unpin %1?"
 							? qsTrId("pzem_meters_unpin_confirm").arg(portItem.value)
@@ -119,7 +120,7 @@ Page {
 			text: qsTrId("pzem_meters_meter_entry").arg(address)
 					.arg(nameItem.value || roleItem.value || modelItem.value || "")
 			secondaryText: model.item.value === 0
-					? words.number(powerItem.value, 0, "W")
+					? words.number(readings.power.value, 0, "W")
 					: words.meterState(model.item.value, reasonItem.value || "")
 			onClicked: Global.pageManager.pushPage("qrc:/PzemMeters/PzemMeters_Meter.qml",
 					{ "portUid": root.portUid, "address": address })
@@ -127,8 +128,18 @@ Page {
 			VeQuickItem { id: nameItem; uid: meterEntry.meterUid + "/Name" }
 			VeQuickItem { id: roleItem; uid: meterEntry.meterUid + "/Role" }
 			VeQuickItem { id: modelItem; uid: meterEntry.meterUid + "/Model" }
-			VeQuickItem { id: powerItem; uid: meterEntry.meterUid + "/Power" }
 			VeQuickItem { id: reasonItem; uid: meterEntry.meterUid + "/Reason" }
+			VeQuickItem { id: serviceItem; uid: meterEntry.meterUid + "/Service" }
+			VeQuickItem { id: instanceItem; uid: meterEntry.meterUid + "/DeviceInstance" }
+			VeQuickItem { id: phaseItem; uid: meterEntry.meterUid + "/Phase" }
+
+			PzemMeters_Readings {
+				id: readings
+				service: serviceItem.value || ""
+				instance: instanceItem.value
+				phase: phaseItem.value || ""
+				role: roleItem.value || ""
+			}
 		}
 	}
 }

@@ -12,6 +12,10 @@ Page {
 
 	//% "PZEM meters"
 	title: qsTrId("pzem_meters_title")
+	// gui-v2 lists a UI plugin by its name (PzemMeters: the JSON file's name) and opens its page
+	// with that name as the title; a type-1 integration has no title of its own. The page then
+	// names itself.
+	Component.onCompleted: title = qsTrId("pzem_meters_title")
 
 	GradientListView {
 		id: portList

@@ -25,6 +25,7 @@ PROBE_SECONDS = 4.0     # serial-starter waits for us: give up well within 5 s
 INTERVAL = 1.0          # the meters refresh about once a second
 SCAN_TIMEOUT = 0.15     # a PZEM answers a one-register read in about 0.1 s
 MAP_CHECK_SECONDS = 2.0
+WORK_SECONDS = 15.0     # close() waits this long for a request that has the port
 
 EXIT_STOPPED, EXIT_PORT, EXIT_NO_METER, EXIT_COMMAND_LINE = 0, 1, 2, 3
 
@@ -175,6 +176,10 @@ class Driver(object):
         self.loop = self.connection = self.directions = self.context = None
         self.poller = self.poll_thread = self.ess_watch = None
         self.signal_sources = []
+        self.port_service = None    # the port's own service (serve_port())
+        self.found_here = set()     # addresses of the meters this run found (found())
+        self.holding = False        # a request has the port: no poll, no probe (hold_port())
+        self.worker = None          # the thread that carries that request out
 
     # -- the port: what another kind of port overrides -------------------------------------
 
@@ -250,7 +255,8 @@ class Driver(object):
             directions=lambda spec: self.directions.get(spec.vebus),
             stores=lambda ident, log: energy.EnergyStore(self.connection, ident, logger=log),
             energy_for=lambda model: energy.PhaseEnergy(model.max_kw),
-            on_start=lambda publisher: self.warn_if_unsigned_grid([publisher]))
+            on_start=lambda publisher: self.warn_if_unsigned_grid([publisher]),
+            on_change=self.port_changed)
         return None
 
     def start_up(self):
@@ -259,7 +265,8 @@ class Driver(object):
         port went away."""
         self.poller = Poller(self.bus, self.port, self.follower.current.meters_for(self.port),
                              self.interval, self.publish, self.found, scan=self.scan,
-                             scan_timeout=self.scan_timeout, clock=self.clock)
+                             scan_timeout=self.scan_timeout, clock=self.clock,
+                             changed=self.port_changed)
         try:
             # D-Bus is served between the probes: a meter is on the bus, answering, at once
             count = self.poller.start(deadline=self.started + PROBE_SECONDS,
@@ -287,12 +294,12 @@ class Driver(object):
         return None
 
     def watch(self):
-        """Follow what the driver acts on besides its meters: ESS's grid metering. The driver's
-        own D-Bus service (what a GUI page would drive, as dbus-modbus-client's
-        com.victronenergy.modbusclient.<name> with its writable /Scan) belongs here too, on
-        self.connection, closed in close()."""
+        """Follow what the driver acts on besides its meters (ESS's grid metering), and serve
+        the port's own service (what the GUI page drives, as dbus-modbus-client's
+        com.victronenergy.modbusclient.<name> with its writable /Scan)."""
         from . import system
         self.ess_watch = system.EssGridMetering(self.connection, self.on_ess)
+        self.serve_port()
 
     def start_polling(self):
         """The poll thread, from one slot on, and the signals that stop it."""
@@ -327,7 +334,10 @@ class Driver(object):
         self.signal_sources = []
         if self.poll_thread is not None:
             self.poll_thread.stop()
-        for part in (self.ess_watch, self.poller, self.directions, self.connection, self.bus):
+        if self.worker is not None:     # a meter write half done is worse than a slow stop
+            self.worker.join(WORK_SECONDS)
+        for part in (self.port_service, self.ess_watch, self.poller, self.directions,
+                     self.connection, self.bus):
             if part is not None:
                 part.close()
 
@@ -361,6 +371,7 @@ class Driver(object):
                 'could not add it to the map (%s): published as %s; GUI changes to it are '
                 'refused until the map can be written', e, role)
             sections = ()
+        self.found_here.add(address)
         return MeterSpec.single(address, role=role, sections=sections)
 
     def on_ess(self, value):
@@ -391,11 +402,13 @@ class Driver(object):
         creates or closes a D-Bus connection (a probe that publishes a meter, an edited map)
         is handed to the main loop: dbus-python must not set a connection up or take it down
         while the main loop may be dispatching on it."""
+        if self.holding:        # a request has the port (hold_port()): no poll, no probe
+            return self.poller.slot
         slot_started = self.clock()
         try:
             self.poller.poll_next()
             if 'probe' not in self.pending and self.poller.wants_probe(slot_started):
-                self.hand_over('probe', lambda: self.poller.probe(slot_started))
+                self.hand_over('probe', lambda: self.holding or self.poller.probe(slot_started))
         except modbus.PortGone as e:
             log.error('%s', e)
             self.stop(EXIT_PORT, 'the serial port went away')
@@ -408,6 +421,13 @@ class Driver(object):
             if 'map' not in self.pending and self.follower.touched():
                 self.hand_over('map', self.check_map)
         return self.poller.slot
+
+    def follow_map(self):
+        """Apply the map at once after the driver itself changed it (a meter's new address):
+        until then the poller would count misses at the old address and the search might
+        publish the meter at the new one with the default role."""
+        new = self.follower.changed() or meter_map.load(self.config)
+        self.poller.apply_map(new.meters_for(self.port))
 
     def check_map(self):
         """Apply an edited map, when it can be used (main loop, lock held)."""
@@ -452,6 +472,50 @@ class Driver(object):
         for _ in range(most):
             if not context.iteration(False):
                 return
+
+    # -- the port's own service: what the GUI page shows and asks for ------------------------
+
+    def serve_port(self):
+        """Publish the port's own service (port_service) on the driver's connection; without
+        it the meters are published all the same."""
+        from .port_service import PortService
+        from .port_source import DriverSource
+        try:
+            self.port_service = PortService(self.port, DriverSource(self), self.version,
+                                            bus=self.connection, lock=self.lock)
+        except Exception as e:      # another process has the name, D-Bus trouble
+            log.error('the port\'s own service (for the GUI page) could not be published: %s', e)
+
+    def port_changed(self, urgent=True):
+        """What the port's service shows changed (any thread): PortService.changed()."""
+        if self.port_service is not None:
+            self.port_service.changed(urgent)
+
+    def hold_port(self, work, then):
+        """Carry out a request that talks to the meters (main loop, lock held), as pzemctl
+        would, with the port to itself: work() runs on a thread of its own while the poll
+        thread skips its ticks (tick()) and the main loop goes on answering D-Bus; then
+        then(what work returned, None) or then(None, the exception it raised) runs in the main
+        loop with the lock held, before the next poll."""
+        self.holding = True
+
+        def run():
+            try:
+                result, error = work(), None
+            except modbus.PortGone as e:
+                log.error('%s', e)
+                self.stop(EXIT_PORT, 'the serial port went away')
+                result, error = None, e
+            except Exception as e:      # AddressChangeError, ResetNotConfirmed, ModbusError
+                result, error = None, e
+            self.soon(lambda: conclude(result, error))
+
+        def conclude(result, error):
+            self.holding = False
+            self.worker = None
+            then(result, error)
+        self.worker = threading.Thread(target=run, name='request', daemon=True)
+        self.worker.start()
 
 
 def main(argv=None):

@@ -176,6 +176,13 @@ class Meter(object):
             return True
         return False
 
+    def counter_reset(self, kwh):
+        """The driver reset the meter's own counter (energy_reset) and read `kwh` back: the next
+        count is checked against that, not taken for a drop that a second reading must confirm.
+        The totals (energy.PhaseEnergy) read the drop as "counted from 0 since"."""
+        self._energy = (kwh, self.clock())
+        self._energy_step = None
+
     def _check_energy(self, energy, now):
         """The counter only grows, no faster than the meter's maximum power allows.
 

@@ -17,6 +17,7 @@ from .meter import Meter, meter_log, phase_log
 GARBLED_RETRIES = 3         # a garbled reply means something is there: ask again at once
 BACKOFF_SECONDS = (2.0, 4.0, 8.0, 15.0, 30.0, 60.0)    # a silent mapped meter, asked again
 FORCE_SECONDS = 10.0
+SEARCH_FORCE_SECONDS = 1.0  # while a requested search runs: a probe at least this often
 START_PASSES = 3            # at start, while nothing answers, the map and likely addresses again
 PROBE_MARGIN = 0.02         # the bus's inter-frame silence and our own work around a probe
 
@@ -39,10 +40,11 @@ class Waiting(object):
 
 class Poller(object):
     def __init__(self, bus, port, specs, interval, publish, found=None, scan=True,
-                 scan_timeout=0.15, clock=time.monotonic):
+                 scan_timeout=0.15, clock=time.monotonic, changed=None):
         """publish(spec, phases) -> Publisher, or None when it could not be published;
         found(address, model) -> the MeterSpec for a meter the map does not name (it writes
-        the map), or None."""
+        the map), or None; changed(): the meters listed changed (one published, refused or
+        taken away: what the port's service shows)."""
         self.bus = bus
         self.port = port
         self.interval = interval
@@ -50,6 +52,7 @@ class Poller(object):
         self.found = found
         self.scan_timeout = scan_timeout
         self.clock = clock
+        self.changed = changed or (lambda: None)
         self.published = []
         self.waiting = [Waiting(spec) for spec in specs]
         self.refused = []           # specs whose role does not fit the meter's family (for the
@@ -64,6 +67,9 @@ class Poller(object):
         self._extra = False         # the last slot was such a publisher's
         self._slot_started = None   # when the slot being polled began
         self._probe_waiting_since = None
+        self._searching = False     # a requested search runs (search())
+        self.search_stopped = False     # the last one was stopped before its end
+        self._search_only = False   # the discovery is there for that search only
         self._started = False       # start() is over: a silent mapped meter is reported
 
     def _named(self):
@@ -237,9 +243,13 @@ class Poller(object):
         room = started + self.slot - self.clock() >= self.scan_timeout + PROBE_MARGIN
         if self._probe_waiting_since is None:
             self._probe_waiting_since = started
-        if not (room or started - self._probe_waiting_since >= FORCE_SECONDS):
+        if not (room or started - self._probe_waiting_since >= self._force_seconds()):
             return None
         return probe, room
+
+    def _force_seconds(self):
+        searching = self.discovery is not None and self.discovery.sweeping
+        return SEARCH_FORCE_SECONDS if searching else FORCE_SECONDS
 
     def _next_probe(self):
         """The most urgent probe that is due now, or None: ('spec', Waiting) for a meter of
@@ -329,6 +339,7 @@ class Poller(object):
             self.refused.append(spec)
             if self.discovery is not None:
                 self.discovery.skip(spec.addresses)
+            self.changed()
             return
         publisher = self.publish(spec, phases)
         if publisher is None:       # D-Bus trouble: it stays waiting and is tried again
@@ -338,6 +349,7 @@ class Poller(object):
             publisher.log.info('answering now')
         self.waiting.remove(waiting)
         self.published.append(publisher)
+        self.changed()
 
     def _ask_address(self, address):
         """True when something answers at `address`, which the map does not name; a silence
@@ -383,6 +395,7 @@ class Poller(object):
         if publisher is not None:
             self.waiting.remove(waiting)
             self.published.append(publisher)
+        self.changed()
 
     def _garbled(self, address, error):
         tries = self._urgent.get(address, 0) + 1
@@ -497,6 +510,35 @@ class Poller(object):
         if self.discovery is not None:
             # a meter the user took out of the map is not searched for again until a restart
             self.discovery.skip(named | gone)
+        self.changed()
+
+    # -- a search someone asked for ----------------------------------------------------------
+
+    def search(self, start):
+        """Ask every address nobody named, in the gaps between polls and at least every
+        SEARCH_FORCE_SECONDS (start), or stop doing so. A port with `scan = no` gets a
+        discovery for that search only."""
+        if start:
+            if self.discovery is None:
+                self.discovery = Discovery(self.clock, self._named(), background=False)
+                self._search_only = True
+            self.discovery.sweep(self._named() | {a for spec in self.refused
+                                                  for a in spec.addresses})
+        elif self.discovery is not None:
+            self.discovery.stop_sweep()
+        self.search_stopped = self._searching and not start
+        self._searching = start
+        self.search_percent()
+
+    def search_percent(self):
+        """None when no requested search runs, else how far it got (0..100). It runs until
+        every address was asked and what answered has been identified."""
+        if self._searching and (self.discovery.sweeping or self._urgent):
+            return self.discovery.sweep_percent()
+        self._searching = False
+        if self._search_only:
+            self.discovery, self._search_only = None, False
+        return None
 
     def close(self):
         for publisher in self.published:

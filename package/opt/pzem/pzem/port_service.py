@@ -2,8 +2,14 @@
 Node-RED) reads about one RS-485 adapter and its meters, and the requests it can make.
 
     service = PortService('ttyUSB0', source, version)   # registers at once
-    service.refresh()        # after a poll round (or every `interval` seconds): one ItemsChanged
+    service.changed()        # from any thread: what it shows changed; refreshed soon
     service.close()
+
+It shows what is on the port, not what the meters read: a meter's readings are on its own service
+(/Meters/<address>/Service names it), so a poll costs this service nothing. It changes when a
+meter is published or goes, starts or stops answering, or is renamed (changed(): refreshed at
+once, one ItemsChanged with what changed), and with the error counts, at most every
+TALLY_SECONDS (changed(urgent=False)).
 
 `source` is the driver's side (PortSource below): it tells what is on the port and carries out
 the requests. Every written value is checked here first; a refused write returns 2 from SetValue
@@ -13,6 +19,8 @@ at a time: while one runs (/Action/State 1) others are refused and /Action/* kee
 The paths are listed in README.md ("The driver's own service per port").
 """
 import logging
+import threading
+import time
 
 from gi.repository import GLib
 
@@ -24,6 +32,8 @@ SERVICE_PREFIX = 'com.victronenergy.pzem.'
 
 # /Action/State
 IDLE, RUNNING, DONE, FAILED = 0, 1, 2, 3
+
+TALLY_SECONDS = 5.0     # error counts are refreshed at most this often
 
 log = logging.getLogger('pzem')
 
@@ -52,6 +62,8 @@ class PortSource(object):
         return "resetting a meter's energy counter is not available in this version"
 
     def search(self, start, done):
+        """start: a search of every address, done(ok, sentence) when it is over (finished or
+        stopped). Not start: stop the one that runs (its own done says so); done is None."""
         return 'looking for meters again is not available in this version'
 
     def pin(self, on, done):
@@ -59,14 +71,18 @@ class PortSource(object):
 
 
 class PortService(object):
-    def __init__(self, port, source, version, bus=None, lock=None, interval=None):
-        """port: the tty name. bus, lock: as for BusItemService. interval: refresh every that
-        many seconds by a GLib timer (None: the caller calls refresh())."""
+    def __init__(self, port, source, version, bus=None, lock=None, clock=time.monotonic):
+        """port: the tty name. bus, lock: as for BusItemService."""
         self.port = port
         self.ident = port_ident(port)
         self.source = source
+        self.clock = clock
         self._listed = {}       # address -> the MeterStatus last published (None: gone)
-        self._timer = None
+        self._due = threading.Lock()    # guards the two below: changed() comes from any thread
+        self._soon = None       # GLib source of the refresh asked for, or None
+        self._later = None      # GLib source of the error counts' refresh, or None
+        self._refreshed = clock()
+        self._closed = False
         svc = self.service = BusItemService(SERVICE_PREFIX + self.ident, bus=bus, lock=lock)
         try:
             svc.add_path('/Mgmt/ProcessName', 'dbus-pzem')
@@ -92,25 +108,48 @@ class PortService(object):
         except Exception:
             svc.close()
             raise
-        if interval:
-            self._timer = GLib.timeout_add(int(interval * 1000), self._tick)
 
     @property
     def name(self):
         return self.service.name
 
     def close(self):
-        if self._timer is not None:
-            GLib.source_remove(self._timer)
-            self._timer = None
+        with self._due:
+            self._closed = True
+            self._drop('_soon')
+            self._drop('_later')
         self.service.close()
 
-    def _tick(self):
+    def changed(self, urgent=True):
+        """What the service shows changed (any thread may say so): refreshed from the main loop
+        at once, or (urgent=False: error counts only) within TALLY_SECONDS of the last refresh."""
+        with self._due:
+            if self._soon is not None or self._closed:
+                return              # a refresh is coming: it reads everything
+            if urgent:
+                self._drop('_later')
+                self._soon = GLib.idle_add(self._scheduled, '_soon')
+            elif self._later is None:
+                wait = max(0.0, self._refreshed + TALLY_SECONDS - self.clock())
+                self._later = GLib.timeout_add(int(wait * 1000), self._scheduled, '_later')
+
+    def _drop(self, which):
+        source = getattr(self, which)
+        if source is not None:
+            GLib.source_remove(source)
+            setattr(self, which, None)
+
+    def _scheduled(self, which):
+        with self._due:
+            setattr(self, which, None)      # this one fired: it is gone by itself
+            self._drop('_later')            # the refresh now covers the error counts too
+            if self._closed:
+                return False
         try:
             self.refresh()
         except Exception:
             log.exception('%s: refreshing the port service failed', self.port)
-        return True
+        return False
 
     # -- what the port has -------------------------------------------------------------------
 
@@ -120,6 +159,7 @@ class PortService(object):
             self._refresh()
 
     def _refresh(self):
+        self._refreshed = self.clock()
         svc = self.service
         statuses = {s.address: s for s in self.source.meters()}
         running, progress = self.source.searching()
@@ -160,8 +200,8 @@ class PortService(object):
 
     def _add_meter_paths(self, base, address):
         svc = self.service
-        for key, text in _METER_PATHS:
-            svc.add_path(base + key, None, text=text)
+        for key in _METER_PATHS:
+            svc.add_path(base + key, None)
         svc.add_path(base + 'SetAddress', None, action=True,
                      on_change=lambda path, value: self._on_set_address(address, value))
         svc.add_path(base + 'ResetEnergy', None, action=True,
@@ -190,7 +230,13 @@ class PortService(object):
                                 'that answers can be given a new address.'
                                 % (address, meter.reason or 'no reply'))
         other = self._meter(value)
-        if other is not None and other.state != WAITING:
+        if other is not None and other.state == WAITING:
+            return self._refuse('set-address', address,
+                                'The map has a section for a meter at address %d on %s (%s), '
+                                'which has not answered: pick another address, or take that '
+                                'section out of the map first.'
+                                % (value, self.port, _describe(other)))
+        if other is not None:
             return self._refuse('set-address', address,
                                 'Address %d is taken on %s by %s: pick a free one.'
                                 % (value, self.port, _describe(other)))
@@ -214,15 +260,21 @@ class PortService(object):
                            lambda done: self.source.reset_energy(address, done))
 
     def _on_scan(self, path, value):
+        svc = self.service
+        if _is_int(value) and value == 0 and svc['/Action/Name'] == 'search' and \
+                svc['/Action/State'] == RUNNING:
+            self.source.search(False, None)     # the running search reports its own end
+            return True
         if self._busy():
             return False
         if not _is_int(value) or value not in (0, 1):
             return self._refuse('search', None,
                                 'Write 1 to look for meters on every address, 0 to stop, not %s.'
                                 % _show(value))
-        return self._start('search', None, 'Looking for meters on every address.' if value
-                           else 'Stopping the search.',
-                           lambda done: self.source.search(bool(value), done))
+        if not value:
+            return self._finish_now('search', None, 'No search runs: nothing to stop.')
+        return self._start('search', None, 'Looking for meters on every address.',
+                           lambda done: self.source.search(True, done))
 
     def _on_pin(self, path, value):
         if self._busy():
@@ -303,29 +355,24 @@ class PortService(object):
         return False
 
 
-# (key under /Meters/<address>/, text format)
+# keys under /Meters/<address>/ (besides the requests)
 _METER_PATHS = (
-    ('State', None), ('Reason', None), ('Model', None), ('Role', None), ('Name', None),
-    ('Group', None), ('Phase', None), ('Service', None), ('Serial', None), ('InMap', None),
-    ('Found', None), ('Sign', None), ('Voltage', '{:.1f} V'), ('Current', '{:.3f} A'),
-    ('Power', '{:.1f} W'), ('Energy', '{:.3f} kWh'), ('EnergyReverse', '{:.3f} kWh'),
-    ('Errors/NoReply', None), ('Errors/BadFrame', None), ('Errors/Exception', None),
-    ('Errors/Implausible', None), ('Errors/EnergyDropped', None),
+    'State', 'Reason', 'Model', 'Role', 'Name', 'Group', 'Phase', 'Service', 'DeviceInstance',
+    'Serial', 'InMap', 'Found', 'Sign', 'Errors/NoReply', 'Errors/BadFrame', 'Errors/Exception',
+    'Errors/Implausible', 'Errors/EnergyDropped',
 )
 
 
 def _meter_values(status):
     """{key: value} for the paths under /Meters/<address>/; all invalid for a meter gone."""
     if status is None:
-        return {key: None for key, _ in _METER_PATHS}
+        return {key: None for key in _METER_PATHS}
     values = {'State': status.state, 'Reason': status.reason, 'Model': status.model,
               'Role': status.role, 'Name': status.name, 'Group': status.group,
-              'Phase': status.phase, 'Service': status.service, 'Serial': status.serial,
+              'Phase': status.phase, 'Service': status.service,
+              'DeviceInstance': status.instance, 'Serial': status.serial,
               'InMap': int(bool(status.in_map)), 'Found': int(bool(status.found)),
-              'Sign': status.sign, 'Voltage': status.voltage, 'Current': status.current,
-              'Power': status.power, 'Energy': status.energy,
-              'EnergyReverse': status.energy_reverse,
-              'Errors/EnergyDropped': status.dropped}
+              'Sign': status.sign, 'Errors/EnergyDropped': status.dropped}
     for kind, name in ERROR_NAMES:
         values['Errors/' + name] = (status.errors or {}).get(kind, 0)
     return values

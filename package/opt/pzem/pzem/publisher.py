@@ -35,7 +35,8 @@ class Context(object):
     direction sources and the energy store; the driver makes one."""
 
     def __init__(self, port, map_path, version, instances, directions=None, stores=None,
-                 energy_for=None, on_start=None, clock=time.monotonic, lock=None):
+                 energy_for=None, on_start=None, clock=time.monotonic, lock=None,
+                 on_change=None):
         self.port = port
         self.map_path = map_path
         self.version = version
@@ -44,6 +45,9 @@ class Context(object):
         self.stores = stores            # stores(ident, log) -> energy.EnergyStore, or None
         self.energy_for = energy_for    # energy_for(model) -> energy.PhaseEnergy, or None
         self.on_start = on_start        # on_start(publisher): after each (re-)registration
+        # on_change(urgent): what the port's service shows of a meter changed: its service, name
+        # or whether it answers (urgent), or only its error counts (not urgent)
+        self.on_change = on_change or (lambda urgent: None)
         self.clock = clock
         self.lock = lock or threading.RLock()   # the poll thread's (see poll_thread.py)
 
@@ -73,6 +77,7 @@ class Publisher(object):
         self._paths = []        # (path, phase index, field), made once per role
         self._signs = None      # the signs published last, to notice a flip
         self._tally = None      # the error and dropped counts published last (their sum)
+        self._answering = None  # how many phases answered when last published
         self._unsigned = (1,) * len(phases)
         self._followed = ()     # the direction source last logged (() = none yet)
         self.direction = context.directions(spec) if context.directions and spec.sign else None
@@ -106,7 +111,7 @@ class Publisher(object):
             instance = self.context.instances.claim(svc, self.ident, self.role)
             self._add_paths(svc, instance)
             self.service = svc
-            self._signs = self._tally = None    # all paths are new: publish everything
+            self._signs = self._tally = self._answering = None  # new paths: publish everything
             self.update(force=True)
             svc.register()
         except Exception:
@@ -120,6 +125,7 @@ class Publisher(object):
                       instance, ', direction from the VE.Bus device' if self.direction else '')
         if self.context.on_start is not None:
             self.context.on_start(self)
+        self.context.on_change(True)
 
     @property
     def product(self):
@@ -253,15 +259,18 @@ class Publisher(object):
         self._signs = signs
         meters = []
         readings = []
-        connected = 0
+        answering = 0   # phases answering: a change is news for the port's service
         tally = 0       # all error counts and dropped counts: the error paths move with it
         for _, meter in self.phases:
             meters.append(meter)
             readings.append(meter.reading)
             if meter.connected:
-                connected = 1
+                answering += 1
             tally += sum(meter.errors.values()) + (meter.energy.dropped if meter.energy else 0)
-        values = {'/Connected': connected}
+        if answering != self._answering:
+            self._answering = answering
+            self.context.on_change(True)
+        values = {'/Connected': 1 if answering else 0}
         for path, index, f in self._paths:
             reading = readings[index]
             if f.kind == 'counter':
@@ -282,6 +291,7 @@ class Publisher(object):
             for kind in ERROR_KINDS:
                 values[ERROR_PATHS[kind]] = sum(m.errors[kind] for m in meters)
             values[ENERGY_DROPPED] = sum(m.energy.dropped for m in meters if m.energy)
+            self.context.on_change(False)
         self.service.update(values)
         self._save_energy()
 
@@ -337,6 +347,7 @@ class Publisher(object):
             return False
         self.spec = self.spec._replace(name=value or None)
         self.log.info('name set to %r', value)
+        self.context.on_change(True)
         return True
 
     def _on_position(self, path, value):

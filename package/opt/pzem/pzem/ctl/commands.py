@@ -2,14 +2,12 @@
 set-alarm, set-range. Each changes nothing before it has found and identified the meter, and
 counts as done only once the meter reads back what was asked."""
 from .. import modbus
-from ..readback import write_and_read_back
+from ..energy_reset import ResetNotConfirmed, reset_counter
 from . import holding
 from .console import Failure, UsageError, confirm, note, say
 from .readings import block, one_line, read_meter
 from ..rtu import GENERAL_ADDRESS
 from .scan import single_meter, span, sweep
-
-ENERGY_AFTER_RESET_KWH = 0.001  # a loaded meter may count one Wh between the reset and the check
 
 
 def scan(port, args):
@@ -90,16 +88,12 @@ def reset_energy(port, args):
         if not confirm('reset the energy counter of the %s at address %d on %s (now %.3f kWh)' % (
                 model.name, address, port.name, values['energy']), args.yes):
             raise Failure('cancelled: nothing was written to the meter')
-        took, energy = write_and_read_back(
-            lambda: bus.reset_energy(address),
-            lambda: read_meter(bus, address, model)[1]['energy'],
-            lambda energy: energy <= ENERGY_AFTER_RESET_KWH)
-        if took:
-            say('energy counter of the %s at address %d reset: now %.3f kWh (was %.3f kWh)'
-                % (model.name, address, energy, values['energy']))
-            return
-        raise Failure('the energy counter of the meter at address %d did not reset: it reads %s'
-                      % (address, 'nothing' if energy is None else '%.3f kWh' % energy))
+        try:
+            energy = reset_counter(bus, address, model)
+        except ResetNotConfirmed as e:
+            raise Failure(str(e))
+    say('energy counter of the %s at address %d reset: now %.3f kWh (was %.3f kWh)'
+        % (model.name, address, energy, values['energy']))
 
 
 def set_alarm(port, args):
