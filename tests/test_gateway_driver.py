@@ -298,8 +298,11 @@ def test_replies_with_another_transaction_id(tmp_path):
         grid = rig.wait_service(rig.service('grid', 1))
         rig.wait_value(grid, '/Connected', lambda v: v == 1)
         rig.gateway.inject('wrong_transaction')
-        rig.wait_value(grid, '/Connected', lambda v: v == 0, timeout=INVALID_WITHIN)
+        # waited for longer than the bound, which the driver's own clock is held to: a loaded
+        # machine may deliver the change late, not make the driver decide it late
+        rig.wait_value(grid, '/Connected', lambda v: v == 0, timeout=2 * INVALID_WITHIN)
         [line] = lines(rig, 'garage:1: not answering')
+        assert float(re.search(r'polls missed in ([\d.]+) s', line).group(1)) < INVALID_WITHIN
         assert re.search(r'last: No reply from meter 1 on garage within 0\.3 s: the gateway '
                          r'answered with Modbus TCP transaction id \d+ where \d+ was asked, and '
                          r'such a reply is dropped: a late answer to an earlier request \(a '

@@ -28,7 +28,8 @@ class Model(object):
         self.now += milliseconds / 1000.0 + self.latency
 
 
-def run(model, ticks_wanted, periods=None, stall=None, first_delay=None, lock=None):
+def run(model, ticks_wanted, periods=None, stall=None, first_delay=None, lock=None,
+        catch_up=0.0):
     """Run the real thread until `ticks_wanted` ticks; returns the fake times of the ticks.
     periods: {tick number: new period}; stall: {tick number: seconds the tick takes}."""
     ticks = []
@@ -42,7 +43,8 @@ def run(model, ticks_wanted, periods=None, stall=None, first_delay=None, lock=No
             poller.halt()
         return state['period']
 
-    poller = PollThread(tick, lock or threading.RLock(), clock=model, sleep=model.sleep)
+    poller = PollThread(tick, lock or threading.RLock(), clock=model, sleep=model.sleep,
+                        catch_up=catch_up)
     poller.start(PERIOD, first_delay=first_delay)
     poller.stop(timeout=10.0)
     assert len(ticks) == ticks_wanted
@@ -86,6 +88,21 @@ def test_ticks_longer_than_their_period_are_followed_not_chased():
     ticks, _ = run(Model(), 30, stall=dict((k, 1.1 * PERIOD) for k in range(1, 31)))
     # a bus without gaps: each tick starts as the one before ends
     assert ticks == pytest.approx([T0 + PERIOD + k * 1.1 * PERIOD for k in range(30)])
+
+
+def test_a_tick_late_by_less_than_catch_up_is_caught_up():
+    # A read that waited out its timeout: the next ticks run at once until the schedule is
+    # kept again, so the round keeps its length (a meter is read every interval on average).
+    ticks, _ = run(Model(), 12, stall={3: 1.6 * PERIOD}, catch_up=3 * PERIOD)
+    assert ticks[:3] == pytest.approx([T0 + k * PERIOD for k in range(1, 4)])
+    assert ticks[3] == pytest.approx(T0 + 4.6 * PERIOD)        # at once, as the stall ends
+    assert ticks[4:] == pytest.approx([T0 + k * PERIOD for k in range(5, 13)])  # on schedule
+
+
+def test_later_than_catch_up_starts_the_schedule_afresh():
+    ticks, _ = run(Model(), 10, stall={3: 4.5 * PERIOD}, catch_up=2 * PERIOD)
+    resumed = T0 + 3 * PERIOD + 4.5 * PERIOD
+    assert ticks[3:] == pytest.approx([resumed + k * PERIOD for k in range(7)])
 
 
 def test_first_delay_then_the_period():

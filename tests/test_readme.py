@@ -159,7 +159,10 @@ def test_the_drivers_timing():
     first = [float(n) for n in re.findall(r'\d+', backoff)]
     assert first[:3] == list(poll.BACKOFF_SECONDS[:3]) and first[3] == poll.BACKOFF_SECONDS[-1]
     wrong = ' '.join(section('### When things go wrong').split())
-    assert int(one(r'invalid after (\d+) missed polls', wrong)) == meter.MISSES_TO_DISCONNECT
+    seconds, polls = re.search(r'no good reading for (\d+) s and (\d+) polls in a row failed',
+                               wrong).groups()
+    assert (float(seconds), int(polls)) == (meter.SECONDS_TO_DISCONNECT,
+                                            meter.MISSES_TO_DISCONNECT)
 
 
 def test_the_fallback_vrm_instance():

@@ -306,7 +306,8 @@ class Driver(object):
         from .poll_thread import PollThread
         self.poll_thread = PollThread(
             self.tick, self.lock, clock=self.clock,
-            on_crash=lambda: self.stop(EXIT_PORT, 'the poll loop failed'))
+            on_crash=lambda: self.stop(EXIT_PORT, 'the poll loop failed'),
+            catch_up=self.interval)
         # The probe's readings are fresh: answer D-Bus first, poll again one slot later.
         self.poll_thread.start(self.poller.slot)
         # The sources stay until close() removes them: a second signal only asks again.

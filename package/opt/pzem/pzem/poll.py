@@ -184,12 +184,14 @@ class Poller(object):
 
     def _retry_until(self):
         """The latest time a failed read of the slot that began at _slot_started is asked
-        again: room left for an answer as long as the last one took (None: not again, with a
-        gateway that is not connected)."""
+        again: room left for an answer as long as the last one took, in the slot or in what
+        the round has to spare (the interval less the other meters' reads: the poll thread
+        catches the slots after up); None: not again, with a gateway that is not connected."""
         if not self._connected():
             return None
         answer = self.bus.reply_seconds or self.scan_timeout
-        return self._slot_started + self.slot - answer - PROBE_MARGIN
+        room = max(self.slot, self.interval - (len(self.published) - 1) * answer)
+        return self._slot_started + room - answer - PROBE_MARGIN
 
     def wants_probe(self, started):
         """True when probe(started) is to run now. A thread that only polls hands the probes

@@ -24,12 +24,17 @@ log = logging.getLogger('pzem')
 
 
 class PollThread(object):
-    def __init__(self, tick, lock, clock=time.monotonic, on_crash=None, sleep=None):
+    def __init__(self, tick, lock, clock=time.monotonic, on_crash=None, sleep=None,
+                 catch_up=0.0):
         """tick() -> the period (s) wanted from now on; it may change it (meters come and go).
         on_crash(): called (in the thread) when the loop itself fails, after it logged why.
         sleep(milliseconds): how the thread sleeps, cut short by halt() (tests give a fake
-        clock's); by default poll() on a pipe that halt() writes to."""
+        clock's); by default poll() on a pipe that halt() writes to. catch_up: how late (s)
+        the schedule may fall and still be caught up, the next ticks running at once (a read
+        that waited out its timeout, or a meter's extra slot: the round keeps its length);
+        later than that it starts afresh."""
         self.tick = tick
+        self.catch_up = catch_up
         self.lock = lock
         self.clock = clock
         self.on_crash = on_crash
@@ -72,7 +77,7 @@ class PollThread(object):
     def _run(self, due):
         # Once per tick, after a sleep that leaves the CPU's caches cold, every step here costs
         # several times what it costs in a loop: the loop keeps to as few steps as it can.
-        clock, lock, sleep = self.clock, self.lock, self._sleep
+        clock, lock, sleep, catch_up = self.clock, self.lock, self._sleep, self.catch_up
         try:
             while True:
                 left = due - clock()
@@ -88,8 +93,8 @@ class PollThread(object):
                     due = fired + period
                     continue
                 due += period
-                if due <= clock():
-                    # Behind by a whole period (a tick that lasts its slot on a bus without
+                if due <= clock() - catch_up:
+                    # Behind by more than catch_up (ticks that last their slot on a bus without
                     # gaps, or a stalled machine): nothing to chase; start afresh from this tick.
                     due = fired + period
         except Exception:
