@@ -16,7 +16,7 @@ import time
 
 from gi.repository import GLib
 
-from . import meter_map, modbus, net_link, numbers, roles, tty
+from . import meter_map, modbus, net_link, numbers, roles, tty, udev
 from .meter import meter_log
 from .meter_map import MeterSpec
 from .poll import Poller
@@ -196,7 +196,6 @@ class Driver(object):
     def reason_to_stay(self):
         """Why a start with no meter answering is no reason to exit, or None: a port pinned to
         this driver (a `pzemctl pin` rule), which serial-starter would only start again."""
-        from . import udev      # here: it needs subprocess, and only a driver without meters asks
         try:
             if udev.properties(self.bus.path).get('VE_SERVICE') == 'pzem':
                 return 'the port is pinned to this driver'
