@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from pzem.poll_thread import PollThread
+from pzem.poll_thread import MainLoopLock, PollThread
 
 PERIOD = 1.0
 T0 = 1000.0
@@ -133,6 +133,36 @@ def test_each_tick_holds_the_lock_and_the_main_thread_waits_for_it():
         release.set()
         poller.stop()
     assert held and all(held)
+
+
+def test_a_thread_behind_its_schedule_gives_the_main_loop_its_turn():
+    """Ticks back to back, each holding the lock for a while (a slow gateway, a bus with no
+    gaps): the main loop, waiting through a MainLoopLock, gets in after the tick in progress,
+    every time. A plain lock, taken straight back by the thread, let it wait for seconds."""
+    main_lock = MainLoopLock()
+    ticks = []
+    ticked = threading.Semaphore(0)
+
+    def tick():
+        ticks.append(None)
+        ticked.release()
+        time.sleep(0.02)
+        return 0.001                    # always behind: never a sleep between ticks
+
+    poller = PollThread(tick, main_lock)
+    poller.start(0.001, first_delay=0.0)
+    waited = []
+    try:
+        for _ in range(20):
+            while ticked.acquire(blocking=False):
+                pass
+            assert ticked.acquire(timeout=5.0)      # a tick has just begun: the lock is held
+            asked = len(ticks)
+            with main_lock:
+                waited.append(len(ticks) - asked)   # ticks begun while it waited
+    finally:
+        poller.stop()
+    assert len(waited) == 20 and max(waited) <= 1, waited
 
 
 def test_stop_ends_a_real_loop_and_no_tick_runs_after_it():

@@ -20,6 +20,7 @@ from . import meter_map, modbus, net_link, numbers, roles, tty, udev
 from .meter import meter_log
 from .meter_map import MeterSpec
 from .poll import Poller
+from .poll_thread import MainLoopLock, PollThread
 
 PROBE_SECONDS = 4.0     # serial-starter waits for us: give up well within 5 s
 INTERVAL = 1.0          # the meters refresh about once a second
@@ -168,7 +169,7 @@ class Driver(object):
         self.bus = self.make_bus(device, options)
         # Held by the poll thread for each tick, and by the main thread around everything it
         # does to the meters (changes from D-Bus, scheduled re-registrations): poll_thread.py.
-        self.lock = threading.RLock()
+        self.lock = MainLoopLock()
         self.code, self.why = EXIT_STOPPED, None
         self.pending = set()    # what the poll thread handed to the main loop, not done yet
         self.map_due = None     # when tick() looks at the map file next
@@ -302,7 +303,6 @@ class Driver(object):
 
     def start_polling(self):
         """The poll thread, from one slot on, and the signals that stop it."""
-        from .poll_thread import PollThread
         self.poll_thread = PollThread(
             self.tick, self.lock, clock=self.clock,
             on_crash=lambda: self.stop(EXIT_PORT, 'the poll loop failed'),

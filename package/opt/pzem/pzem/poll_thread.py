@@ -13,6 +13,12 @@ of published values need no lock.
 
 The schedule is start + k x period, so hours of polling do not drift. A tick that itself lasts a
 period or more (a bus with no gaps left) is not chased: the schedule starts again from it.
+
+A lock is not fair: a thread that releases it and takes it straight back, as the poll thread does
+when it is behind its schedule (a slow gateway, more meters than the wire carries), gets it again
+before a waiting thread wakes up, and the main loop, and with it every D-Bus call to every meter,
+could wait for seconds. So the main loop takes the lock through a MainLoopLock, which says that it
+waits, and the poll thread lets it have its turn before the next tick.
 """
 import logging
 import os
@@ -21,6 +27,28 @@ import threading
 import time
 
 log = logging.getLogger('pzem')
+
+GIVE_WAY_MS = 1.0       # how long the poll thread sleeps at a time while the main loop waits
+
+
+class MainLoopLock(object):
+    """The poll thread's lock (an RLock) as the main loop and the D-Bus handlers take it: `with`
+    it, they say that they wait for it. The poll thread itself takes `lock` directly."""
+
+    def __init__(self, lock=None):
+        self.lock = lock or threading.RLock()
+        self.waiting = []       # an entry per thread waiting here (list changes are atomic)
+
+    def __enter__(self):
+        self.waiting.append(None)
+        try:
+            self.lock.acquire()
+        finally:
+            self.waiting.pop()
+        return self
+
+    def __exit__(self, *exc):
+        self.lock.release()
 
 
 class PollThread(object):
@@ -35,7 +63,9 @@ class PollThread(object):
         later than that it starts afresh."""
         self.tick = tick
         self.catch_up = catch_up
-        self.lock = lock
+        # lock: an RLock, or a MainLoopLock (the thread then gives way to whoever waits there)
+        self.lock = getattr(lock, 'lock', lock)
+        self.waiting = getattr(lock, 'waiting', ())
         self.clock = clock
         self.on_crash = on_crash
         self._halted = False
@@ -78,11 +108,14 @@ class PollThread(object):
         # Once per tick, after a sleep that leaves the CPU's caches cold, every step here costs
         # several times what it costs in a loop: the loop keeps to as few steps as it can.
         clock, lock, sleep, catch_up = self.clock, self.lock, self._sleep, self.catch_up
+        waiting = self.waiting
         try:
             while True:
                 left = due - clock()
                 if left > 0:
                     sleep(left * 1000.0)
+                while waiting and not self._halted:
+                    sleep(GIVE_WAY_MS)      # the main loop's turn
                 if self._halted:
                     return
                 fired = clock()
