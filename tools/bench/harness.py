@@ -282,6 +282,7 @@ class DriverRun:
         os.makedirs(self.folder)
         self.port = PORT            # the driver's name for it (a gateway's: its map name)
         self.link = os.path.join(self.folder, PORT)
+        self.target = self.link     # what the driver is started on (a gateway: its URL)
         self.map_path = os.path.join(self.folder, 'pzem.conf')
         self.log_path = os.path.join(self.folder, 'dbus-pzem.log')
         if map_text is not None:
@@ -313,7 +314,7 @@ class DriverRun:
 
     def start_driver(self):
         command = [sys.executable] + self.wrapper + [self.driver, '--config', self.map_path]
-        command += self.driver_args + [self.link]
+        command += self.driver_args + [self.target]
         with open(self.log_path, 'ab') as log:
             self.started = time.monotonic()
             self.proc = subprocess.Popen(command, env=bus_env(self.bench.address), stdout=log,
